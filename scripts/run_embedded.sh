@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Run the whole service on one machine with no external servers (README Quickstart, `make run`):
+#   1. `alembic upgrade head` on the embedded default database (SQLite under ./var unless
+#      MMLOP_DATABASE_URL says otherwise),
+#   2. the API:    uvicorn api.main:app on $MMLOP_HOST:$MMLOP_PORT (default 127.0.0.1:8000),
+#   3. the worker: celery -A worker.celery_app worker --concurrency 1 -Q default, using the
+#      server-less kombu broker that service/settings.py defaults to.
+# Ctrl-C (SIGINT) or SIGTERM stops both: each child runs in its own process group, so only this
+# supervisor receives the terminal's SIGINT; it sends SIGTERM to both groups (celery: warm
+# shutdown, uvicorn: graceful), waits MMLOP_STOP_TIMEOUT seconds (default 20), then kills what is
+# left. If either child dies on its own, the other is stopped too and the exit status is non-zero.
+#
+# Environment (all optional):
+#   PYTHON              interpreter with the project installed (default: <repo>/.venv/bin/python)
+#   MMLOP_HOST          API bind address (default 127.0.0.1)
+#   MMLOP_PORT          API port (default 8000)
+#   MMLOP_LOG_LEVEL     uvicorn/celery log level (default info)
+#   MMLOP_STOP_TIMEOUT  seconds to wait for a graceful stop before SIGKILL (default 20)
+#   MMLOP_*             read by service/settings.py (backbone, device, database, broker, ...)
+set -euo pipefail
+set -m  # job control: every background child gets its own process group
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+py="${PYTHON:-$repo_root/.venv/bin/python}"
+host="${MMLOP_HOST:-127.0.0.1}"
+port="${MMLOP_PORT:-8000}"
+log_level="${MMLOP_LOG_LEVEL:-info}"
+stop_timeout="${MMLOP_STOP_TIMEOUT:-20}"
+
+log() { printf '[run_embedded] %s\n' "$*" >&2; }
+
+if [[ ! -x "$py" ]]; then
+    log "no Python at $py; run 'make venv' first or set PYTHON"
+    exit 2
+fi
+for path in api/main.py worker/celery_app.py alembic.ini; do
+    if [[ ! -e "$path" ]]; then
+        log "missing $repo_root/$path; the service is not in this checkout yet"
+        exit 2
+    fi
+done
+
+# The embedded defaults live under ./var (SQLite db, blobs, broker spool); make sure it exists.
+mkdir -p var
+
+log "migrating database: alembic upgrade head"
+"$py" -m alembic upgrade head
+
+pids=()
+names=()
+stopping=0
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+stop_children() {
+    local sig="$1" i
+    for i in "${!pids[@]}"; do
+        if alive "${pids[$i]}"; then
+            # Signal the whole group: catches uvicorn reload helpers and celery pool children.
+            kill "-$sig" -- "-${pids[$i]}" 2>/dev/null || kill "-$sig" "${pids[$i]}" 2>/dev/null || true
+        fi
+    done
+}
+
+groups_alive() {
+    local pid
+    for pid in "${pids[@]}"; do
+        # A process group is alive while any member is; `kill -0 -PGID` tests that.
+        if kill -0 -- "-$pid" 2>/dev/null; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+shutdown() {
+    local status="${1:-0}"
+    trap - INT TERM HUP EXIT
+    if [[ "$stopping" == 1 ]]; then
+        return
+    fi
+    stopping=1
+    if ((${#pids[@]})); then
+        log "stopping ${names[*]} (SIGTERM)"
+        stop_children TERM
+        local deadline=$((SECONDS + stop_timeout))
+        while groups_alive && ((SECONDS < deadline)); do
+            sleep 0.2
+        done
+        if groups_alive; then
+            log "still running after ${stop_timeout}s; sending SIGKILL"
+            stop_children KILL
+        fi
+        wait 2>/dev/null || true
+        log "stopped"
+    fi
+    exit "$status"
+}
+
+trap 'shutdown 130' INT
+trap 'shutdown 143' TERM
+trap 'shutdown 129' HUP
+trap 'shutdown $?' EXIT
+
+log "starting API on http://$host:$port"
+"$py" -m uvicorn api.main:app --host "$host" --port "$port" --log-level "$log_level" </dev/null &
+pids+=("$!")
+names+=("api")
+
+log "starting worker (server-less broker, concurrency 1, queue default)"
+"$py" -m celery -A worker.celery_app worker --concurrency 1 -Q default \
+    --loglevel "$log_level" --hostname "embedded@%h" </dev/null &
+pids+=("$!")
+names+=("worker")
+
+# Block until either child exits (or a signal runs the trap).
+status=0
+wait -n "${pids[@]}" || status=$?
+for i in "${!pids[@]}"; do
+    if ! alive "${pids[$i]}"; then
+        log "${names[$i]} exited (status $status); stopping the rest"
+    fi
+done
+shutdown "$((status == 0 ? 1 : status))"
