@@ -3,8 +3,9 @@
 #   1. `alembic upgrade head` on the embedded default database (SQLite under ./var unless
 #      MMLOP_DATABASE_URL says otherwise),
 #   2. the API:    uvicorn api.main:app on $MMLOP_HOST:$MMLOP_PORT (default 127.0.0.1:8000),
-#   3. the worker: celery -A worker.celery_app worker --concurrency 1 -Q default, using the
-#      server-less kombu broker that service/settings.py defaults to.
+#   3. the worker: celery -A worker.celery_app worker --concurrency 1 -Q <queue>, using the
+#      server-less kombu broker (filesystem://./var/broker) that service/settings.py defaults to;
+#      <queue> is Settings.task_queue (MMLOP_TASK_QUEUE), the queue the API sends jobs to.
 # Ctrl-C (SIGINT) or SIGTERM stops both: each child runs in its own process group, so only this
 # supervisor receives the terminal's SIGINT; it sends SIGTERM to both groups (celery: warm
 # shutdown, uvicorn: graceful), waits MMLOP_STOP_TIMEOUT seconds (default 20), then kills what is
@@ -44,6 +45,9 @@ done
 
 # The embedded defaults live under ./var (SQLite db, blobs, broker spool); make sure it exists.
 mkdir -p var
+
+# The worker must consume the queue the API enqueues to; ask the shared settings object.
+queue="$("$py" -c 'from service.settings import get_settings; print(get_settings().task_queue)')"
 
 log "migrating database: alembic upgrade head"
 "$py" -m alembic upgrade head
@@ -109,8 +113,8 @@ log "starting API on http://$host:$port"
 pids+=("$!")
 names+=("api")
 
-log "starting worker (server-less broker, concurrency 1, queue default)"
-"$py" -m celery -A worker.celery_app worker --concurrency 1 -Q default \
+log "starting worker (concurrency 1, queue $queue)"
+"$py" -m celery -A worker.celery_app worker --concurrency 1 -Q "$queue" \
     --loglevel "$log_level" --hostname "embedded@%h" </dev/null &
 pids+=("$!")
 names+=("worker")
