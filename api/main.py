@@ -1,0 +1,41 @@
+"""FastAPI application factory: ``uvicorn api.main:app`` or ``api.main:create_app()``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problem
+from api.metrics import Metrics, MetricsMiddleware
+from api.routes import adaptations, classify, health
+from api.runtime import ModelRuntime
+from service.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app() -> FastAPI:
+    """Build the API: routes, the problem+json handler, metrics, and the lazy backbone loader."""
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime.start()  # backbone loads in a thread; /healthz answers meanwhile
+        yield
+
+    app = FastAPI(title="MMLoP adaptation service", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.runtime = ModelRuntime(settings)
+    app.state.metrics = Metrics(app)
+    problem.install(app)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.include_router(health.router)
+    app.include_router(adaptations.router)
+    app.include_router(classify.router)
+    return app
+
+
+app = create_app()

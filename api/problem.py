@@ -1,0 +1,147 @@
+"""RFC 9457 problem details: every error the API returns is ``application/problem+json``.
+
+One exception handler maps domain errors (``ProblemError``, ``mmlop_core`` errors, validation
+and HTTP errors) to problem documents; anything unexpected becomes a logged 500 without details.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://mmlop.dev/problems/"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class ProblemError(Exception):
+    """An error answered as a problem document.
+
+    ``kind`` becomes the ``type`` URI (``https://mmlop.dev/problems/<kind>``); ``extra`` members
+    (e.g. ``field``, ``reason``) are added at the top level as RFC 9457 extension members.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        kind: str | None = None,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.kind = kind
+        self.title = title or _TITLES.get(status, "Error")
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    kind: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Build an ``application/problem+json`` response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + kind if kind else "about:blank",
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _core_error_status(exc: Exception) -> tuple[int, str] | None:
+    """Status and kind for an ``mmlop_core`` error, or None if ``exc`` is not one."""
+    try:
+        from mmlop_core import errors as core_errors
+    except ImportError:  # pragma: no cover - core not installed
+        return None
+    table = [
+        ("ConfigError", 422, "invalid-config"),
+        ("ImageError", 422, "invalid-image"),
+        ("DataError", 422, "invalid-data"),
+        ("BackboneMismatchError", 409, "backbone-mismatch"),
+        ("CheckpointError", 409, "checkpoint-unusable"),
+        ("BackboneUnavailableError", 503, "backbone-unavailable"),
+        ("TrainingCanceled", 409, "canceled"),
+        ("MMLoPError", 422, "invalid-input"),
+    ]
+    for name, status, kind in table:
+        cls = getattr(core_errors, name, None)
+        if cls is not None and isinstance(exc, cls):
+            return status, kind
+    return None
+
+
+async def handle_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one exception handler: map any exception to a problem document."""
+    if isinstance(exc, ProblemError):
+        return problem_response(
+            request, exc.status, exc.detail, kind=exc.kind, title=exc.title,
+            headers=exc.headers, **exc.extra,
+        )
+    if isinstance(exc, RequestValidationError):
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        field = ".".join(p for p in first["loc"] if p not in ("body", "query", "path", "header"))
+        detail = f"{field or 'request'}: {first['msg']}"
+        return problem_response(
+            request, 422, detail, kind="validation-error", field=field or None, errors=errors
+        )
+    if isinstance(exc, StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+        return problem_response(
+            request, exc.status_code, detail, headers=getattr(exc, "headers", None)
+        )
+    mapped = _core_error_status(exc)
+    if mapped is not None:
+        status, kind = mapped
+        extra: dict[str, Any] = {}
+        field = getattr(exc, "field", None)
+        if isinstance(field, str):
+            extra["field"] = field
+        return problem_response(request, status, str(exc), kind=kind, **extra)
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(request, 500, "internal error; it has been logged", kind="internal")
+
+
+def install(app: FastAPI) -> None:
+    """Register ``handle_error`` for every exception class the API can raise."""
+    for cls in (ProblemError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(cls, handle_error)

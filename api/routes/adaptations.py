@@ -1,0 +1,374 @@
+"""``/adaptations``: create (upload + enqueue), read, list, cancel/delete, download checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+
+from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
+from api.problem import ProblemError
+from api.schemas import AdaptationList, AdaptationPublic
+from api.uploads import ImageItem, check_image, read_archive, read_limited
+from service import queue
+from service.blobs import BlobStore
+from service.db import get_sessionmaker
+from service.jobs import JobStatus, checkpoint_prefix, job_prefix, upload_key
+from service.models import Adaptation, Tenant, new_id, utcnow
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/adaptations", tags=["adaptations"])
+
+_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                   "description": "training images (with a parallel `labels`)"},
+                        "labels": {"type": "array", "items": {"type": "string"},
+                                   "description": "class name of each image, same order"},
+                        "archive": {"type": "string", "format": "binary",
+                                    "description": "zip with one folder per class"},
+                        "class_names": {"type": "array", "items": {"type": "string"},
+                                        "description": "class order (default: sorted labels)"},
+                        "config": {"type": "string",
+                                   "description": 'JSON {"adapter": {...}, "train": {...}}'},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def get_owned(session: Session, tenant: Tenant, adaptation_id: str) -> Adaptation:
+    """The tenant's live adaptation ``adaptation_id``; 404 for unknown or other tenants' ids."""
+    job = session.scalar(
+        select(Adaptation).where(
+            Adaptation.id == adaptation_id,
+            Adaptation.tenant_id == tenant.id,
+            Adaptation.deleted_at.is_(None),
+        )
+    )
+    if job is None:
+        raise ProblemError(404, f"no adaptation {adaptation_id!r}", kind="not-found")
+    return job
+
+
+def to_public(job: Adaptation) -> AdaptationPublic:
+    """Response model of a job."""
+    return AdaptationPublic.model_validate(job)
+
+
+def _parse_config(raw: str | None, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate the ``config`` field; returns normalised (adapter, train) dicts."""
+    from mmlop_core import AdapterConfig, ConfigError, TrainConfig
+
+    data: Any = {}
+    if raw:
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ProblemError(422, f"config is not valid JSON: {exc.msg} at {exc.pos}",
+                               kind="invalid-config", field="config") from exc
+    if not isinstance(data, dict):
+        raise ProblemError(422, "config must be a JSON object {\"adapter\": {...}, \"train\": {...}}",
+                           kind="invalid-config", field="config")
+    unknown = set(data) - {"adapter", "train"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ProblemError(422, f"config.{name}: unknown key; expected 'adapter' and/or 'train'",
+                           kind="invalid-config", field=f"config.{name}")
+    out = []
+    for key, cls in (("adapter", AdapterConfig), ("train", TrainConfig)):
+        part = data.get(key) or {}
+        if not isinstance(part, dict):
+            raise ProblemError(422, f"config.{key} must be a JSON object", kind="invalid-config",
+                               field=f"config.{key}")
+        try:
+            out.append(cls.from_dict(part).to_dict())
+        except ConfigError as exc:
+            field = getattr(exc, "field", None)
+            raise ProblemError(422, f"config.{key}: {exc}", kind="invalid-config",
+                               field=f"config.{key}" + (f".{field}" if field else "")) from exc
+        except (TypeError, ValueError) as exc:
+            raise ProblemError(422, f"config.{key}: {exc}", kind="invalid-config",
+                               field=f"config.{key}") from exc
+    adapter_cfg, train_cfg = out
+    epochs = train_cfg.get("epochs")
+    if isinstance(epochs, int) and epochs > settings.job_max_epochs:
+        raise ProblemError(422, f"config.train.epochs: {epochs} is above the limit of "
+                           f"{settings.job_max_epochs}", kind="invalid-config",
+                           field="config.train.epochs")
+    max_s = train_cfg.get("max_seconds")
+    train_cfg["max_seconds"] = min(max_s, settings.job_max_seconds) if max_s else \
+        settings.job_max_seconds
+    return adapter_cfg, train_cfg
+
+
+def _parse_class_names(values: list[str]) -> list[str] | None:
+    if not values:
+        return None
+    if len(values) == 1 and values[0].lstrip().startswith("["):
+        try:
+            parsed = json.loads(values[0])
+        except json.JSONDecodeError as exc:
+            raise ProblemError(422, "class_names is not a valid JSON list", kind="validation-error",
+                               field="class_names") from exc
+        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+            raise ProblemError(422, "class_names must be a list of strings",
+                               kind="validation-error", field="class_names")
+        values = parsed
+    names = [v.strip() for v in values]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ProblemError(422, "class_names must be non-empty and distinct",
+                           kind="validation-error", field="class_names")
+    return names
+
+
+def _request_hash(items: list[ImageItem], class_names: list[str], adapter_cfg: dict,
+                  train_cfg: dict) -> str:
+    h = hashlib.sha256()
+    for item in items:
+        h.update(item.label.encode() + b"\0" + hashlib.sha256(item.data).digest())
+    h.update(json.dumps([class_names, adapter_cfg, train_cfg], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _replay(session: Session, tenant: Tenant, key: str, digest: str) -> Adaptation | None:
+    job = session.scalar(
+        select(Adaptation).where(Adaptation.tenant_id == tenant.id,
+                                 Adaptation.idempotency_key == key)
+    )
+    if job is None:
+        return None
+    if job.request_hash != digest:
+        raise ProblemError(422, "Idempotency-Key was already used with a different request body",
+                           kind="idempotency-key-reused", field="Idempotency-Key")
+    return job
+
+
+def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | None,
+            raw_config: str | None, idem_key: str | None, settings: Settings,
+            blobs: BlobStore) -> tuple[Adaptation, bool]:
+    """Validate, store uploads durably, insert the job; returns (job, created)."""
+    if not items:
+        raise ProblemError(422, "no training images; send `images` + `labels` or an `archive`",
+                           kind="validation-error", field="images")
+    adapter_cfg, train_cfg = _parse_config(raw_config, settings)
+    labels_seen = sorted({i.label for i in items})
+    class_names = class_names_in or labels_seen
+    index = {name: k for k, name in enumerate(class_names)}
+    for item in items:
+        if item.label not in index:
+            raise ProblemError(422, f"label {item.label!r} of {item.filename} is not in class_names",
+                               kind="validation-error", field="labels")
+    if len(class_names) < 2:
+        raise ProblemError(422, "need at least two classes", kind="validation-error",
+                           field="class_names")
+    digest = _request_hash(items, class_names, adapter_cfg, train_cfg)
+    with get_sessionmaker()() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if idem_key:
+            existing = _replay(session, tenant, idem_key, digest)
+            if existing is not None:
+                return existing, False
+        job_id = new_id()
+        manifest = []
+        try:
+            for n, item in enumerate(items):
+                key = upload_key(tenant_id, job_id, n, item.suffix)
+                blobs.put(key, item.data)
+                manifest.append([key, index[item.label]])
+            job = Adaptation(
+                id=job_id, tenant_id=tenant_id, status=JobStatus.queued.value,
+                idempotency_key=idem_key, request_hash=digest, class_names=class_names,
+                images=manifest, num_images=len(manifest), adapter_config=adapter_cfg,
+                train_config=train_cfg, backbone=settings.backbone, pretrained=settings.pretrained,
+                attempt=0, cancel_requested=False, created_at=utcnow(),
+            )
+            session.add(job)
+            session.commit()
+        except IntegrityError:
+            # A concurrent request with the same Idempotency-Key won the race.
+            session.rollback()
+            blobs.delete_prefix(job_prefix(tenant_id, job_id))
+            existing = _replay(session, tenant, idem_key or "", digest)
+            if existing is None:
+                raise
+            return existing, False
+        except BaseException:
+            session.rollback()
+            blobs.delete_prefix(job_prefix(tenant_id, job_id))
+            raise
+    try:
+        queue.enqueue_training(job.id)
+    except Exception as exc:  # noqa: BLE001 - broker down: fail the job, answer 503
+        logger.exception("enqueue failed for job %s", job.id)
+        with get_sessionmaker()() as session:
+            row = session.get(Adaptation, job.id)
+            row.status = JobStatus.failed.value
+            row.error = f"could not enqueue the job: {exc.__class__.__name__}"
+            row.finished_at = utcnow()
+            session.commit()
+        raise ProblemError(503, "the job queue is unavailable; retry later", kind="queue-unavailable",
+                           headers={"Retry-After": "30"}) from exc
+    return job, True
+
+
+def _collect_items(form: Any, settings: Settings) -> tuple[list[ImageItem], list[str] | None, str | None]:
+    images = [v for v in form.getlist("images") if isinstance(v, UploadFile)]
+    stray = [v for v in form.getlist("images") if not isinstance(v, UploadFile)]
+    if stray:
+        raise ProblemError(422, "images must be file parts", kind="validation-error", field="images")
+    labels = [str(v) for v in form.getlist("labels")]
+    archives = [v for v in form.getlist("archive") if isinstance(v, UploadFile)]
+    config = form.get("config")
+    if config is not None and not isinstance(config, str):
+        raise ProblemError(422, "config must be a text field holding JSON", kind="invalid-config",
+                           field="config")
+    class_names = _parse_class_names([str(v) for v in form.getlist("class_names")])
+    if archives and images:
+        raise ProblemError(422, "send either `images` + `labels` or one `archive`, not both",
+                           kind="validation-error", field="archive")
+    if len(archives) > 1:
+        raise ProblemError(422, "send one `archive`", kind="validation-error", field="archive")
+    if archives:
+        items = read_archive(archives[0].file, settings)
+    else:
+        if len(images) != len(labels):
+            raise ProblemError(422, f"got {len(images)} images but {len(labels)} labels; send one "
+                               "label per image, in the same order", kind="validation-error",
+                               field="labels")
+        if len(images) > settings.upload_max_files:
+            raise ProblemError(413, f"{len(images)} images is more than the limit of "
+                               f"{settings.upload_max_files}", kind="too-large", field="images")
+        items = []
+        total = 0
+        for n, (upload, label) in enumerate(zip(images, labels)):
+            name = f"images[{n}]" + (f" ({upload.filename})" if upload.filename else "")
+            data = read_limited(upload.file, settings.upload_max_file_bytes, name)
+            total += len(data)
+            if total > settings.upload_max_bytes:
+                raise ProblemError(413, f"uploads exceed {settings.upload_max_bytes} bytes",
+                                   kind="too-large", field="images")
+            if not label.strip():
+                raise ProblemError(422, f"labels[{n}] is empty", kind="validation-error",
+                                   field="labels")
+            items.append(ImageItem(data, check_image(data, name, settings), label.strip(),
+                                   upload.filename or name))
+    return items, class_names, config
+
+
+@router.post("", status_code=202, response_model=AdaptationPublic, openapi_extra=_CREATE_BODY,
+             summary="Upload labelled photos and start training an adapter")
+async def create_adaptation(request: Request, response: Response, tenant: TenantDep,
+                            settings: SettingsDep, blobs: BlobsDep) -> AdaptationPublic:
+    """Store the uploads durably, then enqueue the training job; answers 202 + ``Location``."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.upload_max_bytes + 1_000_000:
+        raise ProblemError(413, f"request body is larger than {settings.upload_max_bytes} bytes",
+                           kind="too-large")
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise ProblemError(415, "send multipart/form-data with `images`+`labels` or `archive`",
+                           kind="unsupported-media-type")
+    idem_key = request.headers.get("idempotency-key")
+    if idem_key is not None and not (0 < len(idem_key) <= 200):
+        raise ProblemError(422, "Idempotency-Key must be 1..200 characters",
+                           kind="validation-error", field="Idempotency-Key")
+    try:
+        form = await request.form(max_files=settings.upload_max_files + 1,
+                                  max_fields=settings.upload_max_files * 2 + 100)
+    except ProblemError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed multipart
+        raise ProblemError(400 if not hasattr(exc, "status_code") else exc.status_code,
+                           f"malformed multipart body: {getattr(exc, 'detail', exc)}",
+                           kind="bad-multipart") from exc
+    try:
+        items, class_names, config = await run_in_threadpool(_collect_items, form, settings)
+        job, _created = await run_in_threadpool(
+            _create, tenant.id, items, class_names, config, idem_key, settings, blobs
+        )
+    finally:
+        await form.close()
+    response.headers["Location"] = str(request.url_for("get_adaptation", adaptation_id=job.id))
+    return to_public(job)
+
+
+@router.get("", response_model=AdaptationList, summary="List adaptations, newest first")
+def list_adaptations(session: SessionDep, tenant: TenantDep,
+                     limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0),
+                     status: JobStatus | None = None) -> AdaptationList:
+    """One page of the tenant's adaptations, newest first."""
+    where = [Adaptation.tenant_id == tenant.id, Adaptation.deleted_at.is_(None)]
+    if status is not None:
+        where.append(Adaptation.status == status.value)
+    total = session.scalar(select(func.count()).select_from(Adaptation).where(*where)) or 0
+    rows = session.scalars(
+        select(Adaptation).where(*where)
+        .order_by(Adaptation.created_at.desc(), Adaptation.id.desc())
+        .limit(limit).offset(offset)
+    ).all()
+    return AdaptationList(items=[to_public(r) for r in rows], total=total, limit=limit,
+                          offset=offset)
+
+
+@router.get("/{adaptation_id}", response_model=AdaptationPublic, summary="Status of an adaptation")
+def get_adaptation(adaptation_id: str, session: SessionDep, tenant: TenantDep) -> AdaptationPublic:
+    """Status, progress, metrics and error of one adaptation."""
+    return to_public(get_owned(session, tenant, adaptation_id))
+
+
+@router.delete("/{adaptation_id}", status_code=204, summary="Cancel and delete an adaptation")
+def delete_adaptation(adaptation_id: str, request: Request, session: SessionDep,
+                      tenant: TenantDep, blobs: BlobsDep) -> Response:
+    """Cancel the job if it is queued or running, then delete its uploads and checkpoint."""
+    job = get_owned(session, tenant, adaptation_id)
+    now = utcnow()
+    job.cancel_requested = True
+    if not JobStatus(job.status).terminal:
+        job.status = JobStatus.canceled.value
+        job.finished_at = now
+    job.deleted_at = now
+    job.idempotency_key = None
+    session.commit()
+    blobs.delete_prefix(job_prefix(tenant.id, job.id))
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None:
+        runtime.invalidate(job.id)
+    return Response(status_code=204)
+
+
+@router.get("/{adaptation_id}/checkpoint", summary="Download the adapter checkpoint (zip)",
+            response_class=FileResponse,
+            responses={200: {"content": {"application/zip": {}}}})
+def download_checkpoint(adaptation_id: str, session: SessionDep, tenant: TenantDep,
+                        blobs: BlobsDep) -> FileResponse:
+    """The adapter as a zip of ``adapter_config.json`` + ``adapter_model.safetensors``."""
+    job = get_owned(session, tenant, adaptation_id)
+    if job.status != JobStatus.succeeded.value:
+        raise ProblemError(409, f"adaptation is {job.status}; a checkpoint exists only once it "
+                           "succeeded", kind="not-ready", reason=job.status)
+    path = blobs.path(checkpoint_prefix(tenant.id, job.id) + "/adapter.zip")
+    if not path.is_file():
+        raise ProblemError(409, "checkpoint is missing from the blob store", kind="not-ready",
+                           reason="missing")
+    return FileResponse(path, media_type="application/zip",
+                        filename=f"adapter-{job.id}.zip")

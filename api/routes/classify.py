@@ -1,0 +1,171 @@
+"""``POST /classify/{adapter_id}``: top-k labels for one or many images."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
+from api.problem import ProblemError
+from api.routes.adaptations import get_owned
+from api.schemas import ClassifyJSON, ClassifyPublic, ImageResult, PredictionPublic
+from api.uploads import check_image, read_limited
+from service.jobs import JobStatus, checkpoint_prefix
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/classify", tags=["classify"])
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "top_k": {"type": "integer", "default": 5},
+                        "class_names": {"type": "array", "items": {"type": "string"}},
+                    },
+                    "required": ["images"],
+                }
+            },
+            "application/json": {"schema": ClassifyJSON.model_json_schema()},
+        },
+    }
+}
+
+
+def _int_field(value: Any, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        out = int(value)
+    except (TypeError, ValueError) as exc:
+        raise ProblemError(422, f"{name} must be an integer", kind="validation-error",
+                           field=name) from exc
+    if not 1 <= out <= 1000:
+        raise ProblemError(422, f"{name} must be between 1 and 1000", kind="validation-error",
+                           field=name)
+    return out
+
+
+async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str | None, bytes]], int, list[str] | None]:
+    ctype = request.headers.get("content-type", "")
+    top_k_q = request.query_params.get("top_k")
+    if ctype.startswith("application/json"):
+        raw = await request.body()
+        if len(raw) > settings.upload_max_bytes:
+            raise ProblemError(413, "request body too large", kind="too-large")
+        try:
+            body = ClassifyJSON.model_validate_json(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err.get("loc", ())) or "body"
+            raise ProblemError(422, f"{field}: {err.get('msg')}", kind="validation-error",
+                               field=field) from exc
+        images = []
+        for n, text in enumerate(body.images):
+            try:
+                images.append((None, base64.b64decode(text, validate=True)))
+            except (binascii.Error, ValueError) as exc:
+                raise ProblemError(422, f"images[{n}] is not valid base64", kind="invalid-image",
+                                   field=f"images[{n}]") from exc
+        top_k = _int_field(top_k_q, "top_k", body.top_k)
+        return images, top_k, body.class_names
+    if ctype.startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=settings.classify_max_images + 1, max_fields=1000)
+        except Exception as exc:  # noqa: BLE001
+            raise ProblemError(getattr(exc, "status_code", 400),
+                               f"malformed multipart body: {getattr(exc, 'detail', exc)}",
+                               kind="bad-multipart") from exc
+        try:
+            uploads = [v for v in form.getlist("images") if isinstance(v, UploadFile)]
+            images = []
+            for n, up in enumerate(uploads):
+                data = await run_in_threadpool(read_limited, up.file,
+                                               settings.upload_max_file_bytes, f"images[{n}]")
+                images.append((up.filename, data))
+            top_k = _int_field(form.get("top_k") or top_k_q, "top_k", 5)
+            names_raw = [str(v) for v in form.getlist("class_names")]
+        finally:
+            await form.close()
+        class_names: list[str] | None = None
+        if names_raw:
+            if len(names_raw) == 1 and names_raw[0].lstrip().startswith("["):
+                try:
+                    class_names = json.loads(names_raw[0])
+                except json.JSONDecodeError as exc:
+                    raise ProblemError(422, "class_names is not a valid JSON list",
+                                       kind="validation-error", field="class_names") from exc
+            else:
+                class_names = names_raw
+        return images, top_k, class_names
+    raise ProblemError(415, "send multipart/form-data `images` or JSON {\"images\": [base64...]}",
+                       kind="unsupported-media-type")
+
+
+@router.post("/{adapter_id}", response_model=ClassifyPublic, openapi_extra=_BODY,
+             summary="Classify images with a trained adapter")
+async def classify(adapter_id: str, request: Request, session: SessionDep, tenant: TenantDep,
+                   settings: SettingsDep, blobs: BlobsDep) -> ClassifyPublic:
+    """Top-k ``{label, score}`` per image; ``class_names`` scores an open vocabulary."""
+    job = get_owned(session, tenant, adapter_id)
+    if job.status != JobStatus.succeeded.value:
+        detail = f"adaptation is {job.status}; it can classify only once it succeeded"
+        if job.status == JobStatus.failed.value and job.error:
+            detail += f" (error: {job.error})"
+        raise ProblemError(409, detail, kind="adapter-not-ready", reason=job.status)
+    tenant_id, trained_names = tenant.id, list(job.class_names)
+    session.close()  # do not hold a connection during inference
+    images, top_k, class_names = await _read_request(request, settings)
+    if not images:
+        raise ProblemError(422, "no images; send at least one", kind="validation-error",
+                           field="images")
+    if len(images) > settings.classify_max_images:
+        raise ProblemError(413, f"{len(images)} images is more than the limit of "
+                           f"{settings.classify_max_images} per request", kind="too-large",
+                           field="images")
+    if class_names is not None:
+        if not class_names or not all(isinstance(c, str) and c.strip() for c in class_names) \
+                or len(set(class_names)) != len(class_names):
+            raise ProblemError(422, "class_names must be distinct non-empty strings",
+                               kind="validation-error", field="class_names")
+    runtime = request.app.state.runtime
+    directory = blobs.path(checkpoint_prefix(tenant_id, adapter_id) + "/adapter")
+
+    def work() -> list[Any]:
+        from mmlop_core import open_image
+
+        pil = []
+        for n, (name, data) in enumerate(images):
+            label = f"images[{n}]" + (f" ({name})" if name else "")
+            check_image(data, label, settings)
+            pil.append(open_image(data))
+        runtime.wait()
+        if not directory.is_dir():
+            raise ProblemError(409, "checkpoint is missing from the blob store",
+                               kind="adapter-not-ready", reason="missing")
+        adapter = runtime.adapter(adapter_id, directory)
+        k = min(top_k, len(class_names or trained_names))
+        with runtime.infer_lock:
+            return runtime.predictor.classify(adapter, pil, top_k=k, class_names=class_names)
+
+    predictions = await run_in_threadpool(work)
+    results = [
+        ImageResult(index=n, filename=images[n][0],
+                    predictions=[PredictionPublic(label=p.label, score=float(p.score)) for p in preds])
+        for n, preds in enumerate(predictions)
+    ]
+    return ClassifyPublic(adapter_id=adapter_id, class_names=class_names or trained_names,
+                          results=results)

@@ -1,0 +1,89 @@
+"""Pydantic request/response schemas (kept apart from the SQLAlchemy models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.jobs import JobStatus
+
+
+class Progress(BaseModel):
+    """Training progress of a running job."""
+
+    epoch: int | None = None
+    epochs: int | None = None
+    step: int | None = None
+    steps: int | None = None
+    loss: float | None = None
+    eta_s: float | None = Field(default=None, description="estimated seconds left")
+
+
+class AdaptationPublic(BaseModel):
+    """An adaptation job as clients see it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: JobStatus
+    class_names: list[str]
+    num_images: int
+    progress: Progress | None = None
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    trainable_parameters: int | None = None
+    checkpoint_bytes: int | None = None
+    backbone: str
+    pretrained: str
+    adapter_config: dict[str, Any]
+    train_config: dict[str, Any]
+    attempt: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class AdaptationList(BaseModel):
+    """One page of adaptations, newest first."""
+
+    items: list[AdaptationPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class ClassifyJSON(BaseModel):
+    """JSON body of ``POST /classify/{adapter_id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[str] = Field(min_length=1, description="base64-encoded image files")
+    top_k: int = Field(default=5, ge=1, le=1000)
+    class_names: list[str] | None = Field(
+        default=None, description="open vocabulary: score these names instead of the trained ones"
+    )
+
+
+class PredictionPublic(BaseModel):
+    """One label and its softmax probability."""
+
+    label: str
+    score: float
+
+
+class ImageResult(BaseModel):
+    """Top-k predictions of one image."""
+
+    index: int
+    filename: str | None = None
+    predictions: list[PredictionPublic]
+
+
+class ClassifyPublic(BaseModel):
+    """Answer of ``POST /classify/{adapter_id}``."""
+
+    adapter_id: str
+    class_names: list[str]
+    results: list[ImageResult]

@@ -1,0 +1,149 @@
+"""Validation of uploaded training data: image files and class-folder zip archives.
+
+Every check raises ``ProblemError`` (413 for size limits, 422 for bad content), never a 500.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import IO
+
+from PIL import Image, UnidentifiedImageError
+
+from api.problem import ProblemError
+from service.settings import Settings
+
+_FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
+                  "TIFF": ".tif"}
+_MAX_RATIO = 200  # uncompressed / compressed size above which an entry is a zip bomb
+_SKIP_NAMES = ("__MACOSX/", ".DS_Store", "Thumbs.db")
+
+
+@dataclass
+class ImageItem:
+    """One validated image: its bytes, file suffix, label and original name."""
+
+    data: bytes
+    suffix: str
+    label: str
+    filename: str
+
+
+def read_limited(fh: IO[bytes], limit: int, name: str) -> bytes:
+    """Read at most ``limit`` bytes from ``fh``; 413 naming ``name`` if there are more."""
+    data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ProblemError(413, f"{name} is larger than the limit of {limit} bytes",
+                           kind="too-large", field=name)
+    return data
+
+
+def check_image(data: bytes, name: str, settings: Settings) -> str:
+    """Check that ``data`` decodes as an image within the pixel limit; returns its suffix."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            fmt = img.format or ""
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ProblemError(422, f"{name} is not a readable image ({exc.__class__.__name__})",
+                           kind="invalid-image", field=name) from exc
+    if width * height > settings.upload_max_pixels:
+        raise ProblemError(413, f"{name} has {width}x{height} pixels, more than the limit of "
+                           f"{settings.upload_max_pixels}", kind="too-large", field=name)
+    try:
+        from mmlop_core import open_image
+
+        open_image(data, name=name, max_pixels=settings.upload_max_pixels)
+    except ImportError:  # pragma: no cover - core missing
+        pass
+    except Exception as exc:  # noqa: BLE001 - ImageError and decoder errors alike
+        raise ProblemError(422, f"{name} cannot be decoded: {exc}", kind="invalid-image",
+                           field=name) from exc
+    return _FORMAT_SUFFIX.get(fmt, ".img")
+
+
+def _entry_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
+    name = info.filename
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise ProblemError(422, f"archive entry {name!r} is a symbolic link", kind="invalid-archive",
+                           field="archive")
+    if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise ProblemError(422, f"archive entry {name!r} has an absolute or Windows path",
+                           kind="invalid-archive", field="archive")
+    parts = PurePosixPath(name).parts
+    if any(p in ("..", ".") for p in parts):
+        raise ProblemError(422, f"archive entry {name!r} escapes the archive (..)",
+                           kind="invalid-archive", field="archive")
+    return parts
+
+
+def read_archive(fh: IO[bytes], settings: Settings) -> list[ImageItem]:
+    """Images of a zip with one folder per class (optionally under one top folder).
+
+    Rejects path traversal, absolute paths, symlinks, nested archives and zip bombs (declared
+    or actual uncompressed size above the limits, or an extreme compression ratio).
+    """
+    try:
+        zf = zipfile.ZipFile(fh)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ProblemError(422, f"archive is not a valid zip file: {exc}", kind="invalid-archive",
+                           field="archive") from exc
+    with zf:
+        entries: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
+        total = 0
+        for info in zf.infolist():
+            parts = _entry_parts(info)
+            if info.is_dir() or not parts:
+                continue
+            if any(info.filename.startswith(s) or parts[-1] == s for s in _SKIP_NAMES) or \
+                    parts[-1].startswith("."):
+                continue
+            if parts[-1].lower().endswith((".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")):
+                raise ProblemError(422, f"archive entry {info.filename!r} is a nested archive",
+                                   kind="invalid-archive", field="archive")
+            if info.file_size > settings.upload_max_file_bytes:
+                raise ProblemError(413, f"archive entry {info.filename!r} is larger than "
+                                   f"{settings.upload_max_file_bytes} bytes", kind="too-large",
+                                   field="archive")
+            if info.compress_size and info.file_size > 1_000_000 and \
+                    info.file_size / info.compress_size > _MAX_RATIO:
+                raise ProblemError(413, f"archive entry {info.filename!r} has a compression ratio "
+                                   "typical of a zip bomb", kind="too-large", field="archive")
+            total += info.file_size
+            if total > settings.upload_max_bytes:
+                raise ProblemError(413, f"archive expands to more than {settings.upload_max_bytes} "
+                                   "bytes", kind="too-large", field="archive")
+            entries.append((info, parts))
+        if len(entries) > settings.upload_max_files:
+            raise ProblemError(413, f"archive holds {len(entries)} files, more than the limit of "
+                               f"{settings.upload_max_files}", kind="too-large", field="archive")
+        if not entries:
+            raise ProblemError(422, "archive holds no images; expected <class>/<image> entries",
+                               kind="invalid-archive", field="archive")
+        depths = {len(p) for _, p in entries}
+        roots = {p[0] for _, p in entries}
+        strip = 1 if depths == {3} and len(roots) == 1 else 0
+        if {d - strip for d in depths} != {2}:
+            raise ProblemError(422, "archive must hold one folder per class: <class>/<image> "
+                               "(optionally inside one top folder)", kind="invalid-archive",
+                               field="archive")
+        items: list[ImageItem] = []
+        actual = 0
+        for info, parts in entries:
+            with zf.open(info) as member:
+                data = read_limited(member, settings.upload_max_file_bytes, f"archive:{info.filename}")
+            actual += len(data)
+            if actual > settings.upload_max_bytes:
+                raise ProblemError(413, f"archive expands to more than {settings.upload_max_bytes} "
+                                   "bytes", kind="too-large", field="archive")
+            if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+                raise ProblemError(422, f"archive entry {info.filename!r} is a nested archive",
+                                   kind="invalid-archive", field="archive")
+            suffix = check_image(data, f"archive:{info.filename}", settings)
+            items.append(ImageItem(data, suffix, parts[strip], info.filename))
+        return items

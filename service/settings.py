@@ -1,0 +1,107 @@
+"""One settings object shared by the API, the worker and the CLI (env prefix ``MMLOP_``)."""
+
+from __future__ import annotations
+
+import functools
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
+
+
+class Environment(StrEnum):
+    """Deployment environment; defaults are only accepted in development."""
+
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """Service configuration, read from ``MMLOP_*`` environment variables (and ``.env``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MMLOP_", env_file=".env", extra="ignore")
+
+    # development | production; production refuses the default secret key.
+    environment: Environment = Environment.development
+    # Key of the HMAC-SHA256 used to hash API keys. Changing it invalidates every key.
+    secret_key: str = DEFAULT_SECRET_KEY
+    # SQLAlchemy URL: sqlite:///... (embedded default) or postgresql+psycopg://...
+    database_url: str = "sqlite:///./var/mmlop.db"
+    # Celery broker: filesystem://<folder> (embedded, server-less) or redis://host:port/db.
+    broker_url: str = "filesystem://./var/broker"
+    # Celery queue the training tasks go to.
+    task_queue: str = "mmlop"
+    # Root folder of the blob store (uploads and checkpoints).
+    blob_root: Path = Path("./var/blobs")
+    # open_clip model name of the frozen backbone.
+    backbone: str = "ViT-B-16"
+    # open_clip pretrained tag, a local checkpoint path, or "none" (seeded random init).
+    pretrained: str = "openai"
+    # torch device: auto | cpu | cuda | cuda:N.
+    device: str = "auto"
+    # Directory for downloaded backbone weights (None: open_clip's default).
+    cache_dir: Path | None = None
+
+    # Uploads: total bytes of one request body, one file, number of images, pixels per image.
+    upload_max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    upload_max_file_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    upload_max_files: int = Field(default=10_000, gt=0)
+    upload_max_pixels: int = Field(default=40_000_000, gt=0)
+    # Classification: images per request.
+    classify_max_images: int = Field(default=64, gt=0)
+    # Adapters kept loaded in each API process.
+    adapter_cache_size: int = Field(default=256, gt=0)
+
+    # Jobs: most epochs a client may ask for, longest training (seconds).
+    job_max_epochs: int = Field(default=200, gt=0)
+    job_max_seconds: int = Field(default=3600, gt=0)
+    # Deliveries of one job before it is marked failed (poison-message guard).
+    job_max_attempts: int = Field(default=3, gt=0)
+    # Broker visibility timeout (seconds): an unacked message is redelivered after this long.
+    # Must exceed the longest job, or a running job would be delivered twice.
+    visibility_timeout: int = Field(default=7200, gt=0)
+    # Minimum seconds between two progress writes to the database.
+    progress_interval_s: float = Field(default=0.3, gt=0)
+    # torch threads per process (0: torch's default).
+    torch_threads: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.environment != Environment.development and self.secret_key == DEFAULT_SECRET_KEY:
+            raise ValueError(
+                "MMLOP_SECRET_KEY is the development default; set a random secret in "
+                f"environment {self.environment.value!r}"
+            )
+        if len(self.secret_key) < 16:
+            raise ValueError("MMLOP_SECRET_KEY must be at least 16 characters")
+        if self.visibility_timeout <= self.job_max_seconds + 60:
+            raise ValueError(
+                f"MMLOP_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed "
+                f"MMLOP_JOB_MAX_SECONDS ({self.job_max_seconds}s) by more than 60 s"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is an SQLite file (embedded mode)."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker_is_filesystem(self) -> bool:
+        """True when the broker is kombu's server-less filesystem transport."""
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        """Folder of the filesystem broker (``filesystem://<folder>``)."""
+        rest = self.broker_url[len("filesystem://"):]
+        return Path(rest or "./var/broker")
+
+
+@functools.lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests start fresh processes)."""
+    return Settings()

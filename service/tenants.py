@@ -1,0 +1,91 @@
+"""Tenants and their API keys: creation, revocation, authentication.
+
+A key is ``mmlop_<43 url-safe chars>`` (256 random bits). Only ``HMAC-SHA256(secret_key, key)``
+is stored; lookups go by that hash and the match is re-checked with ``hmac.compare_digest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import ApiKey, Tenant, utcnow
+from service.settings import get_settings
+
+KEY_PREFIX = "mmlop_"
+
+
+class TenantError(Exception):
+    """A tenant operation that cannot be done (duplicate name, unknown tenant)."""
+
+
+def hash_key(key: str, secret: str | None = None) -> str:
+    """Keyed hash (HMAC-SHA256, hex) of an API key."""
+    secret = secret if secret is not None else get_settings().secret_key
+    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+
+
+def issue_key(session: Session, tenant: Tenant) -> str:
+    """Create a new API key for ``tenant``; returns the plain key (shown once, never stored)."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:12]))
+    session.flush()
+    return key
+
+
+def create_tenant(session: Session, name: str) -> tuple[Tenant, str]:
+    """Create tenant ``name`` with one API key; returns (tenant, plain key).
+
+    Raises ``TenantError`` if the name is taken or empty.
+    """
+    name = name.strip()
+    if not name:
+        raise TenantError("tenant name must not be empty")
+    if session.scalar(select(Tenant).where(Tenant.name == name)) is not None:
+        raise TenantError(f"tenant {name!r} already exists")
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    session.flush()
+    return tenant, issue_key(session, tenant)
+
+
+def find_tenant(session: Session, name_or_id: str) -> Tenant:
+    """The tenant with that name or id; raises ``TenantError``."""
+    tenant = session.scalar(
+        select(Tenant).where((Tenant.name == name_or_id) | (Tenant.id == name_or_id))
+    )
+    if tenant is None:
+        raise TenantError(f"no tenant named {name_or_id!r}")
+    return tenant
+
+
+def revoke_tenant(session: Session, name_or_id: str) -> int:
+    """Revoke a tenant and all its keys; returns the number of keys revoked."""
+    tenant = find_tenant(session, name_or_id)
+    now = utcnow()
+    tenant.revoked_at = tenant.revoked_at or now
+    keys = session.scalars(
+        select(ApiKey).where(ApiKey.tenant_id == tenant.id, ApiKey.revoked_at.is_(None))
+    ).all()
+    for key in keys:
+        key.revoked_at = now
+    session.flush()
+    return len(keys)
+
+
+def authenticate(session: Session, key: str) -> Tenant | None:
+    """The active tenant owning ``key``, or None for an unknown, revoked or malformed key."""
+    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    digest = hash_key(key)
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
+        return None
+    tenant = session.get(Tenant, row.tenant_id)
+    if tenant is None or tenant.revoked_at is not None:
+        return None
+    return tenant

@@ -1,0 +1,1 @@
+"""Celery worker: thin training tasks over ``mmlop_core``."""

@@ -1,0 +1,37 @@
+"""Celery application: ``celery -A worker.celery_app worker``.
+
+Configured from the shared settings (``service.queue.celery_config``): late acks, requeue on a
+lost worker, prefetch 1, broker visibility timeout above the longest allowed job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from service.queue import celery_config
+from service.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+app = Celery("mmlop", include=["worker.tasks"])
+app.conf.update(celery_config(get_settings()))
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs: object) -> None:
+    """In each pool process: fresh DB connections and torch thread count.
+
+    The backbone itself is loaded lazily by the first task (``worker.tasks.get_backbone``), since
+    loading may take longer than Celery allows for process start-up.
+    """
+    from service.db import reset_engine_after_fork
+
+    reset_engine_after_fork()
+    threads = get_settings().torch_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
