@@ -89,8 +89,8 @@ shutdown() {
     if ((${#pids[@]})); then
         log "stopping ${names[*]} (SIGTERM)"
         stop_children TERM
-        local deadline=$((SECONDS + stop_timeout))
-        while groups_alive && ((SECONDS < deadline)); do
+        local ticks=$((stop_timeout * 5))
+        while groups_alive && ((ticks-- > 0)); do
             sleep 0.2
         done
         if groups_alive; then

@@ -1,0 +1,167 @@
+"""docker/Dockerfile and docker/entrypoint.sh refer to things that exist, and `pip install .`
+(what the image does) ships everything the service needs at run time."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+DOCKERIGNORE = REPO / "docker" / "Dockerfile.dockerignore"
+ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
+PACKAGES = ("mmlop_core", "api", "worker", "service")
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _last(name: str) -> str:
+    values = [rest for word, rest in _instructions() if word == name]
+    assert values, f"Dockerfile has no {name}"
+    return values[-1]
+
+
+def _module_path(module: str) -> Path:
+    """Repository file that provides a dotted module (pkg/mod.py or pkg/mod/__init__.py)."""
+    base = REPO.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    raise AssertionError(f"module {module} is not in the repository ({base}.py)")
+
+
+def _commands_in_use() -> dict[str, list[str]]:
+    """Dockerfile CMD plus the command of every compose service built from the Dockerfile."""
+    commands = {"Dockerfile-CMD": json.loads(_last("CMD"))}
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        if "build" in service:
+            commands[f"compose-{name}"] = service["command"]
+    return commands
+
+
+def test_entrypoint_exists_is_executable_and_copied():
+    entrypoint = json.loads(_last("ENTRYPOINT"))
+    assert entrypoint == ["/app/docker/entrypoint.sh"]
+    assert ENTRYPOINT.is_file() and os.access(ENTRYPOINT, os.X_OK)
+    copies = [rest for word, rest in _instructions() if word == "COPY"]
+    assert any("docker/entrypoint.sh" in rest and rest.split()[-1] == "./docker/entrypoint.sh" for rest in copies)
+    assert _last("WORKDIR") == "/app"
+    subprocess.run(["sh", "-n", str(ENTRYPOINT)], check=True)
+
+
+def test_entrypoint_execs_the_command_and_expands_shortcuts(tmp_path):
+    env = {**os.environ, "MMLOP_BLOB_ROOT": str(tmp_path / "blobs"), "MMLOP_TASK_QUEUE": "q1"}
+    out = subprocess.run([str(ENTRYPOINT), "echo", "hello"], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "hello"
+    assert (tmp_path / "blobs").is_dir()
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for tool in ("uvicorn", "celery", "alembic"):
+        (fake_bin / tool).write_text(f'#!/bin/sh\necho {tool} "$@"\n')
+        (fake_bin / tool).chmod(0o755)
+    env["PATH"] = f"{fake_bin}:{env['PATH']}"
+    run = lambda *args: subprocess.run([str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert run("api")[:2] == ["uvicorn", "api.main:app"]
+    worker = run("worker")
+    assert worker[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+    assert worker[worker.index("--concurrency") + 1] == "1" and worker[worker.index("-Q") + 1] == "q1"
+    assert run("migrate") == ["alembic", "upgrade", "head"]
+
+
+@pytest.mark.parametrize("command", list(_commands_in_use().values()), ids=list(_commands_in_use()))
+def test_commands_name_modules_that_exist(command):
+    assert len(_commands_in_use()) >= 4, "expected CMD + migrate, api, worker"
+    if command[0] == "uvicorn":
+        module, _, attr = command[1].partition(":")
+        source = _module_path(module).read_text()
+        assert re.search(rf"^{attr}\s*[:=]", source, re.M), f"{module} defines no {attr}"
+    elif command[0] == "celery":
+        _module_path(command[command.index("-A") + 1])
+    elif command[0] == "alembic":
+        assert (REPO / "alembic.ini").is_file() and (REPO / "migrations" / "env.py").is_file()
+    else:
+        raise AssertionError(f"unexpected command {command}")
+
+
+def test_image_is_non_root_and_installs_the_project():
+    user = _last("USER").split(":")[0]
+    assert user not in {"root", "0"}
+    runs = " ".join(rest for word, rest in _instructions() if word == "RUN")
+    assert re.search(r"pip install (--no-deps )?\.(\s|$)", runs)
+    assert "useradd" in runs
+    froms = [rest for word, rest in _instructions() if word == "FROM"]
+    assert all("python" in f for f in froms)
+
+
+def test_copied_paths_exist_and_survive_the_dockerignore():
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        result = False
+        for pattern in patterns:
+            negate = pattern.startswith("!")
+            pattern = pattern.lstrip("!").rstrip("/")
+            if fnmatch.fnmatch(path, pattern) or pattern != "**" and path.startswith(pattern + "/"):
+                result = not negate
+            elif pattern == "**":
+                result = not negate
+        return result
+
+    for word, rest in _instructions():
+        if word != "COPY" or "--from=" in rest:
+            continue
+        sources = [part for part in rest.split()[:-1] if not part.startswith("--")]
+        for source in sources:
+            if source == ".":
+                continue
+            assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+            assert not ignored(source), f"COPY {source}: excluded by {DOCKERIGNORE.name}"
+    for package in PACKAGES:
+        assert not ignored(f"{package}/__init__.py"), f"{package} is excluded from the build context"
+
+
+def test_pip_install_ships_package_data(tmp_path):
+    """A non-editable install (the image) must carry every non-Python file the packages read,
+    e.g. mmlop_core/model_configs/*.json (fix: [tool.setuptools.package-data] in pyproject)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(REPO / "pyproject.toml", src)
+    for package in PACKAGES + ("benchmarks",):
+        if (REPO / package).is_dir():
+            shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {
+        path.relative_to(src).as_posix()
+        for package in PACKAGES
+        if (src / package).is_dir()
+        for path in (src / package).rglob("*")
+        if path.is_file()
+    }
+    missing = sorted(wanted - shipped)
+    assert not missing, f"pip install . would not ship: {missing}"
