@@ -7,9 +7,10 @@
 #      server-less kombu broker (filesystem://./var/broker) that service/settings.py defaults to;
 #      <queue> is Settings.task_queue (MMLOP_TASK_QUEUE), the queue the API sends jobs to.
 # Ctrl-C (SIGINT) or SIGTERM stops both: each child runs in its own process group, so only this
-# supervisor receives the terminal's SIGINT; it sends SIGTERM to both groups (celery: warm
-# shutdown, uvicorn: graceful), waits MMLOP_STOP_TIMEOUT seconds (default 20), then kills what is
-# left. If either child dies on its own, the other is stopped too and the exit status is non-zero.
+# supervisor receives the terminal's SIGINT; it sends SIGTERM to both main processes (celery: warm
+# shutdown, uvicorn: graceful), waits up to MMLOP_STOP_TIMEOUT seconds (default 20), then SIGKILLs
+# both process groups (which also catches celery's pool process), so nothing is left behind.
+# If either child dies on its own, the other is stopped too and the exit status is non-zero.
 #
 # Environment (all optional):
 #   PYTHON              interpreter with the project installed (default: <repo>/.venv/bin/python)
@@ -58,44 +59,60 @@ stopping=0
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
-stop_children() {
-    local sig="$1" i
-    for i in "${!pids[@]}"; do
-        if alive "${pids[$i]}"; then
-            # Signal the whole group: catches uvicorn reload helpers and celery pool children.
-            kill "-$sig" -- "-${pids[$i]}" 2>/dev/null || kill "-$sig" "${pids[$i]}" 2>/dev/null || true
-        fi
+signal_groups() {  # signal_groups SIG: every process of every child's process group
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "-$1" -- "-$pid" 2>/dev/null || true
     done
+}
+
+mains_alive() {
+    local pid
+    for pid in "${pids[@]}"; do
+        if alive "$pid"; then return 0; fi
+    done
+    return 1
 }
 
 groups_alive() {
     local pid
     for pid in "${pids[@]}"; do
         # A process group is alive while any member is; `kill -0 -PGID` tests that.
-        if kill -0 -- "-$pid" 2>/dev/null; then
-            return 0
-        fi
+        if kill -0 -- "-$pid" 2>/dev/null; then return 0; fi
     done
     return 1
 }
 
 shutdown() {
-    local status="${1:-0}"
+    local status="${1:-0}" pid ticks
     trap - INT TERM HUP EXIT
     if [[ "$stopping" == 1 ]]; then
         return
     fi
     stopping=1
     if ((${#pids[@]})); then
+        # SIGTERM to the main processes only: celery then does a warm shutdown (its pool child
+        # finishes or requeues the running task), uvicorn drains its connections.
         log "stopping ${names[*]} (SIGTERM)"
-        stop_children TERM
-        local ticks=$((stop_timeout * 5))
+        for pid in "${pids[@]}"; do
+            kill -TERM "$pid" 2>/dev/null || true
+        done
+        ticks=$((stop_timeout * 5))
+        while mains_alive && ((ticks-- > 0)); do
+            sleep 0.2
+        done
+        if mains_alive; then
+            log "still running after ${stop_timeout}s; sending SIGKILL"
+            signal_groups KILL
+        fi
+        # Whatever a child left behind in its process group (pool processes, helpers).
+        ticks=10
         while groups_alive && ((ticks-- > 0)); do
             sleep 0.2
         done
         if groups_alive; then
-            log "still running after ${stop_timeout}s; sending SIGKILL"
-            stop_children KILL
+            log "killing leftover processes"
+            signal_groups KILL
         fi
         wait 2>/dev/null || true
         log "stopped"
@@ -118,6 +135,8 @@ log "starting worker (concurrency 1, queue $queue)"
     --loglevel "$log_level" --hostname "embedded@%h" </dev/null &
 pids+=("$!")
 names+=("worker")
+
+set +m  # children keep their own process groups; no job-status chatter from here on
 
 # Block until either child exits (or a signal runs the trap).
 status=0
