@@ -37,7 +37,8 @@ class BlobStore:
     def path(self, key: str) -> Path:
         """Absolute path of ``key``; raises ``BlobKeyError`` for keys outside the store."""
         pure = PurePosixPath(key)
-        if not key or pure.is_absolute() or any(p in ("..", "", ".") for p in pure.parts) or "\\" in key:
+        if not key or key.startswith("/") or "\\" in key or \
+                any(p in ("..", "", ".") for p in key.split("/")):
             raise BlobKeyError(f"invalid blob key {key!r}")
         if pure.parts[0] == ".tmp":
             raise BlobKeyError(f"invalid blob key {key!r}: .tmp is reserved")

@@ -29,15 +29,18 @@ def hash_key(key: str, secret: str | None = None) -> str:
     return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
 
 
-def issue_key(session: Session, tenant: Tenant) -> str:
-    """Create a new API key for ``tenant``; returns the plain key (shown once, never stored)."""
+def issue_key(session: Session, tenant: Tenant, secret: str | None = None) -> str:
+    """Create a new API key for ``tenant``; returns the plain key (shown once, never stored).
+
+    ``secret`` overrides the settings' secret key (tools that serve another deployment).
+    """
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:12]))
+    session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(key, secret), prefix=key[:12]))
     session.flush()
     return key
 
 
-def create_tenant(session: Session, name: str) -> tuple[Tenant, str]:
+def create_tenant(session: Session, name: str, secret: str | None = None) -> tuple[Tenant, str]:
     """Create tenant ``name`` with one API key; returns (tenant, plain key).
 
     Raises ``TenantError`` if the name is taken or empty.
@@ -50,7 +53,7 @@ def create_tenant(session: Session, name: str) -> tuple[Tenant, str]:
     tenant = Tenant(name=name)
     session.add(tenant)
     session.flush()
-    return tenant, issue_key(session, tenant)
+    return tenant, issue_key(session, tenant, secret)
 
 
 def find_tenant(session: Session, name_or_id: str) -> Tenant:
@@ -77,11 +80,11 @@ def revoke_tenant(session: Session, name_or_id: str) -> int:
     return len(keys)
 
 
-def authenticate(session: Session, key: str) -> Tenant | None:
+def authenticate(session: Session, key: str, secret: str | None = None) -> Tenant | None:
     """The active tenant owning ``key``, or None for an unknown, revoked or malformed key."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
-    digest = hash_key(key)
+    digest = hash_key(key, secret)
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
         return None

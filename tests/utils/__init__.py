@@ -1,0 +1,1 @@
+"""Test helpers: service factories and real-process stacks (imported as ``utils``)."""

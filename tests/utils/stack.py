@@ -1,0 +1,192 @@
+"""Real service stacks for tests: throwaway PostgreSQL database, Redis db, uvicorn and
+``celery worker`` subprocesses (no mocks, no eager mode)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_TEST_DB = 13
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def create_pg_database() -> str:
+    """Create a throwaway PostgreSQL database; returns its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"mmlop_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+                         autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop the database created by ``create_pg_database``."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[-1]
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+                         autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flush_redis(db: int) -> None:
+    """Empty Redis database ``db``."""
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=5).flushdb()
+
+
+def base_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a service subprocess: no inherited MMLOP_*, test defaults, ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMLOP_")}
+    env.update(
+        MMLOP_BACKBONE="mmlop-tiny", MMLOP_PRETRAINED="none", MMLOP_DEVICE="cpu",
+        MMLOP_TORCH_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+        MMLOP_SECRET_KEY="test-secret-key-0123456789abcdef", PYTHONUNBUFFERED="1",
+        MMLOP_PROGRESS_INTERVAL_S="0.25",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Stack:
+    """A running API + worker pair and what the tests need to reach them."""
+
+    env: dict[str, str]
+    cwd: Path
+    database_url: str
+    blob_root: Path
+    port: int = 0
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """Root URL of the API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
+        """An httpx client for the API, authenticated with ``key`` if given."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def migrate(self) -> None:
+        """``alembic upgrade head`` (subprocess, as in deployment)."""
+        subprocess.run([sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"),
+                        "upgrade", "head"], cwd=self.cwd, env=self.env, check=True,
+                       capture_output=True, timeout=120)
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = self.cwd / f"{name}.log"
+        fh = open(log, "ab")  # noqa: SIM115 - closed with the process
+        self.logs[name] = log
+        self.procs[name] = subprocess.Popen(args, cwd=self.cwd, env=self.env, stdout=fh,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_api(self) -> None:
+        """Start ``uvicorn api.main:app`` and wait for /healthz."""
+        self.port = free_port()
+        self._spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host",
+                            "127.0.0.1", "--port", str(self.port), "--log-level", "warning"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self._check_alive("api")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("API did not start:\n" + self.log_tail("api"))
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Wait until /readyz answers 200."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = httpx.get(self.base_url + "/readyz", timeout=10)
+            if last.status_code == 200:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"API not ready: {last.text if last else ''}\n" + self.log_tail("api"))
+
+    def start_worker(self) -> None:
+        """Start ``celery -A worker.celery_app worker`` (prefork, one process)."""
+        self._spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app",
+                               "worker", "--concurrency", "1", "--loglevel", "INFO",
+                               "--without-gossip", "--without-mingle",
+                               "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self._check_alive("worker")
+            if b"ready." in self.logs["worker"].read_bytes():
+                return
+            time.sleep(0.3)
+        raise RuntimeError("worker did not start:\n" + self.log_tail("worker"))
+
+    def _check_alive(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n" + self.log_tail(name))
+
+    def log_tail(self, name: str, chars: int = 4000) -> str:
+        """The end of a process's log."""
+        try:
+            return self.logs[name].read_text(errors="replace")[-chars:]
+        except (KeyError, OSError):
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM each process group, then SIGKILL what is left."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+
+
+def wait_for_status(client: httpx.Client, job_id: str, statuses: set[str],
+                    timeout: float = 240) -> dict:
+    """Poll ``GET /adaptations/{id}`` until its status is one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        resp = client.get(f"/adaptations/{job_id}")
+        resp.raise_for_status()
+        body = resp.json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} still {body.get('status')} after {timeout}s: {body}")
