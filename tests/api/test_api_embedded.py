@@ -1,0 +1,49 @@
+"""The same flow on the embedded defaults: SQLite + kombu's server-less filesystem broker
+(no MMLOP_DATABASE_URL / MMLOP_BROKER_URL / MMLOP_BLOB_ROOT set), real uvicorn + celery worker.
+Training data goes up as one class-folder zip archive."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from utils.factories import E2E_CONFIG, class_zip, classify_accuracy, make_tenant, photos
+from utils.stack import Stack, base_env, wait_for_status
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def embedded_stack(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("embedded")
+    stack = Stack(env=base_env({}), cwd=cwd, database_url=f"sqlite:///{cwd}/var/mmlop.db",
+                  blob_root=cwd / "var" / "blobs")
+    try:
+        stack.migrate()
+        stack.start_worker()
+        stack.start_api()
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_embedded_end_to_end(embedded_stack):
+    stack = embedded_stack
+    assert (stack.cwd / "var" / "mmlop.db").is_file()
+    _, key = make_tenant(stack.database_url)
+    archive = class_zip(photos("train", 16), top="fashion")
+    with stack.client(key) as c:
+        resp = c.post("/adaptations", files={"archive": ("train.zip", archive, "application/zip")},
+                      data={"config": json.dumps(E2E_CONFIG)})
+        assert resp.status_code == 202, resp.text
+        job = resp.json()
+        assert job["num_images"] == 160 and len(job["class_names"]) == 10
+        body = wait_for_status(c, job["id"], {"succeeded", "failed", "canceled"}, timeout=300)
+        assert body["status"] == "succeeded", (body, stack.log_tail("worker"))
+        acc = classify_accuracy(c, job["id"], photos("test", 20))
+        assert acc >= 0.20, f"accuracy {acc:.3f} is below 2x chance"
+        ckpt = c.get(f"/adaptations/{job['id']}/checkpoint")
+        assert ckpt.status_code == 200 and ckpt.content[:2] == b"PK"
+        assert list((stack.cwd / "var" / "broker" / "queue").glob("*.msg")) == []
