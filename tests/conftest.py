@@ -68,3 +68,21 @@ def tenant_factory(pg_stack: "Stack"):  # noqa: F821
     from utils.factories import make_tenant
 
     return lambda name=None: make_tenant(pg_stack.database_url, name)
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["Stack"]:  # noqa: F821
+    """Real uvicorn + celery worker on the embedded defaults (SQLite, filesystem broker, ./var)."""
+    from utils.stack import Stack, base_env
+
+    cwd = tmp_path_factory.mktemp("embedded")
+    stack = Stack(env=base_env({}), cwd=cwd, database_url=f"sqlite:///{cwd}/var/mmlop.db",
+                  blob_root=cwd / "var" / "blobs")
+    try:
+        stack.migrate()
+        stack.start_worker()
+        stack.start_api()
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 from service.queue import celery_config
 from service.settings import get_settings
@@ -35,3 +35,20 @@ def _after_fork(**_kwargs: object) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+@worker_ready.connect
+def _recover_orphans(**_kwargs: object) -> None:
+    """Re-enqueue jobs left ``running`` by a dead worker process on this host.
+
+    The embedded filesystem broker has no redelivery, and Redis redelivers only after the
+    visibility timeout; a job whose recorded ``host:pid`` is no longer alive is re-sent now.
+    A duplicate message later is harmless (succeeded jobs ignore deliveries; a newer claim
+    fences out an older one).
+    """
+    from worker.tasks import recover_orphaned_jobs
+
+    try:
+        recover_orphaned_jobs()
+    except Exception:  # noqa: BLE001 - never keep the worker from starting
+        logger.exception("orphaned-job recovery failed")

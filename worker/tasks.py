@@ -241,6 +241,38 @@ def _after_lost_fence(job_id: str, tenant_id: str, attempt: int) -> None:
         logger.info("job %s attempt %d: job deleted; removed its data", job_id, attempt)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_orphaned_jobs() -> list[str]:
+    """Re-enqueue ``running`` jobs whose worker process (on this host) is dead; returns ids."""
+    from service.queue import enqueue_training
+
+    host = socket.gethostname()
+    with session_scope() as session:
+        rows = session.execute(
+            select(Adaptation.id, Adaptation.worker).where(
+                Adaptation.status == JobStatus.running.value, Adaptation.deleted_at.is_(None))
+        ).all()
+    orphans = []
+    for job_id, worker in rows:
+        whost, _, pid = (worker or "").rpartition(":")
+        if whost == host and pid.isdigit() and not _pid_alive(int(pid)):
+            orphans.append(job_id)
+    for job_id in orphans:
+        logger.warning("job %s was left running by dead process %s; re-enqueuing", job_id,
+                       host)
+        enqueue_training(job_id)
+    return orphans
+
+
 @app.task(name=TRAIN_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def train_adaptation(job_id: str) -> str:
     """Celery task ``mmlop.train_adaptation``: takes only the job id."""

@@ -9,24 +9,9 @@ import json
 import pytest
 
 from utils.factories import E2E_CONFIG, class_zip, classify_accuracy, make_tenant, photos
-from utils.stack import Stack, base_env, wait_for_status
+from utils.stack import wait_for_status
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def embedded_stack(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("embedded")
-    stack = Stack(env=base_env({}), cwd=cwd, database_url=f"sqlite:///{cwd}/var/mmlop.db",
-                  blob_root=cwd / "var" / "blobs")
-    try:
-        stack.migrate()
-        stack.start_worker()
-        stack.start_api()
-        stack.wait_ready()
-        yield stack
-    finally:
-        stack.stop()
 
 
 def test_embedded_end_to_end(embedded_stack):

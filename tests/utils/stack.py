@@ -132,6 +132,8 @@ class Stack:
 
     def start_worker(self) -> None:
         """Start ``celery -A worker.celery_app worker`` (prefork, one process)."""
+        log = self.cwd / "worker.log"
+        offset = log.stat().st_size if log.exists() else 0
         self._spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app",
                                "worker", "--concurrency", "1", "--loglevel", "INFO",
                                "--without-gossip", "--without-mingle",
@@ -139,10 +141,16 @@ class Stack:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             self._check_alive("worker")
-            if b"ready." in self.logs["worker"].read_bytes():
+            if b"ready." in self.logs["worker"].read_bytes()[offset:]:
                 return
             time.sleep(0.3)
         raise RuntimeError("worker did not start:\n" + self.log_tail("worker"))
+
+    def kill_worker(self) -> None:
+        """SIGKILL the whole worker (main process and pool children), as a crash would."""
+        proc = self.procs["worker"]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def _check_alive(self, name: str) -> None:
         proc = self.procs[name]
