@@ -1,0 +1,20 @@
+"""The `mmlop` console script: the library's commands plus the service's `tenant` group.
+
+Lives outside `mmlop_core` so the library stays free of service imports; the tenant commands
+import the service lazily, only when invoked.
+"""
+from __future__ import annotations
+
+from mmlop_core.cli import app, main as _core_main
+
+try:  # the service package is part of this distribution, but keep `mmlop info` working without it
+    from service.cli_tenant import tenant_app
+except ImportError:  # pragma: no cover - only when the service package is absent
+    tenant_app = None
+if tenant_app is not None:
+    app.add_typer(tenant_app, name="tenant", help="Manage tenants and their API keys.")
+
+
+def main() -> None:
+    """Entry point of the `mmlop` console script."""
+    _core_main()

@@ -1,0 +1,39 @@
+"""Typed errors of the MMLoP library.
+
+Every error raised on bad input or a missing resource derives from :class:`MMLoPError`, so the
+service maps all of them to RFC 9457 problem+json in one handler and the CLI prints one line.
+Messages are a single line that names the offending field, file or value and says what to do.
+"""
+from __future__ import annotations
+
+
+class MMLoPError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class ConfigError(MMLoPError):
+    """A configuration field has an unknown name, a wrong type or an out-of-range value."""
+
+
+class BackboneUnavailableError(MMLoPError):
+    """The CLIP backbone's weights can be neither fetched nor read."""
+
+
+class BackboneMismatchError(MMLoPError):
+    """An adapter was trained on another backbone than the one it is loaded with."""
+
+
+class CheckpointError(MMLoPError):
+    """An adapter checkpoint is missing, unreadable, or has wrong shapes or dtypes."""
+
+
+class ImageError(MMLoPError):
+    """Image bytes cannot be decoded, or the image breaks a size limit."""
+
+
+class DataError(MMLoPError):
+    """Training data is inconsistent: labels vs images, empty classes, bad class names."""
+
+
+class TrainingCanceled(MMLoPError):
+    """A training callback asked the trainer to stop before the end."""

@@ -1,0 +1,86 @@
+"""Class (text) features: frozen template ensembles, prompted features, and served features."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .backbone import Backbone
+from .config import AdapterConfig, DriftMode
+from .drift import correct_drift, mean_drift
+from .encoders import encode_text, placeholder_texts, trim_context
+from .errors import DataError
+from .templates import ensemble_templates
+
+_TEXT_CHUNK = 1024  # texts per frozen forward, bounds memory for large class lists
+
+
+def tokenize(backbone: Backbone, texts: list[str]) -> torch.Tensor:
+    """Token ids trimmed to the longest text: LongTensor (N, L) on the backbone's device.
+
+    Raises:
+        DataError: a text is longer than the backbone's context (the class name is too long).
+    """
+    tokens = backbone.tokenizer(texts)  # (N, context)
+    eot = tokens.argmax(dim=-1)
+    too_long = eot == tokens.shape[1] - 1  # open_clip truncates and puts EOT last
+    if bool(too_long.any()):
+        bad = texts[int(too_long.nonzero()[0])]
+        raise DataError(f"text {bad[:80]!r} is longer than the backbone's {tokens.shape[1]}-token context; shorten the class name")
+    return trim_context(tokens).to(backbone.device)
+
+
+@torch.no_grad()
+def frozen_class_features(backbone: Backbone, class_names: list[str], templates: list[str]) -> torch.Tensor:
+    """t0: frozen text features averaged over `templates` (MMLOP.md section 3).
+
+    Each template's features are L2-normalised, averaged over templates, and renormalised
+    (CLIP's zero-shot ensembling). Computed once per job, not per step.
+
+    Returns:
+        FloatTensor (C, D), fp32, unit rows, on the backbone's device.
+    """
+    texts = [t.format(name) for name in class_names for t in templates]
+    feats = []
+    for start in range(0, len(texts), _TEXT_CHUNK):
+        tokens = tokenize(backbone, texts[start:start + _TEXT_CHUNK])
+        feats.append(F.normalize(encode_text(backbone.model, tokens).float(), dim=-1))
+    per_text = torch.cat(feats).view(len(class_names), len(templates), -1)
+    return F.normalize(per_text.mean(dim=1), dim=-1)
+
+
+def prompted_class_features(backbone: Backbone, class_names: list[str], config: AdapterConfig,
+                            text_prompts: torch.Tensor | None) -> torch.Tensor:
+    """t_hat: class features through the prompted text encoder (grad flows into the prompts).
+
+    With text prompts the texts are ``"X X X X {name}."`` (placeholders replaced); without
+    them (vision-only or zero-shot presets) the dataset template is used.
+
+    Returns:
+        FloatTensor (C, D), fp32, unit rows.
+    """
+    if text_prompts is not None and text_prompts.shape[0] > 0:
+        tokens = tokenize(backbone, placeholder_texts(class_names, config.n_ctx))
+        return F.normalize(encode_text(backbone.model, tokens, text_prompts).float(), dim=-1)
+    tokens = tokenize(backbone, [config.template.format(name) for name in class_names])
+    return F.normalize(encode_text(backbone.model, tokens).float(), dim=-1)
+
+
+@torch.no_grad()
+def served_class_features(backbone: Backbone, class_names: list[str], config: AdapterConfig,
+                          text_prompts: torch.Tensor | None,
+                          frozen: torch.Tensor | None = None) -> torch.Tensor:
+    """Class features used at inference: t_hat with text-side UDC when configured (section 4).
+
+    Args:
+        frozen: t0 for `class_names` if already computed (else computed here when needed).
+
+    Returns:
+        FloatTensor (C, D), fp32, unit rows.
+    """
+    prompted = prompted_class_features(backbone, class_names, config, text_prompts)
+    if config.drift not in (DriftMode.TEXT, DriftMode.BOTH):
+        return prompted
+    if frozen is None:
+        frozen = frozen_class_features(backbone, class_names,
+                                       ensemble_templates(config.template, config.ensemble_templates))
+    return correct_drift(prompted, mean_drift(prompted, frozen))

@@ -1,0 +1,66 @@
+"""Decoding untrusted image bytes into RGB PIL images."""
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def open_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `data` into an RGB image with EXIF orientation applied.
+
+    Only formats in :data:`ALLOWED_FORMATS` are accepted; animated images give their first
+    frame; palette, grayscale, 16-bit, CMYK and alpha images are converted to RGB (alpha is
+    composited on white).
+
+    Args:
+        data: encoded image bytes.
+        name: the file name, used in error messages.
+        max_pixels: largest width*height accepted (decompression-bomb guard).
+
+    Returns:
+        PIL image in mode ``"RGB"``, fully decoded.
+
+    Raises:
+        ImageError: empty, truncated, not an image, a format outside the allowlist, or over
+            `max_pixels`.
+    """
+    if not data:
+        raise ImageError(f"{name}: file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            if img.width * img.height > max_pixels:
+                raise ImageError(f"{name}: {img.width}x{img.height} pixels exceeds the limit of {max_pixels} pixels")
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: image is too large to decode safely ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not a decodable image; allowed formats: {', '.join(ALLOWED_FORMATS)}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"{name}: image data is corrupt or truncated ({type(exc).__name__})") from exc
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited on a white background."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        img = img.point(lambda v: v / 257).convert("L")
+    return img.convert("RGB")

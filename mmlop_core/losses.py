@@ -1,0 +1,64 @@
+"""Self-regulating consistency loss (LSCL).
+
+MMLOP.md section 3 ([paper] feature- and logit-level consistency; [recon] the form, after
+PromptSRC's mutual-agreement loss, Khattak et al. ICCV 2023, eq. 3-5):
+
+    L = CE(z_hat, y) + lambda_t * mean|t_hat - t0| + lambda_v * mean|f_hat - f0|
+        + lambda_kl * KL(softmax(z0) || softmax(z_hat))
+
+t = text features, f = image features, all L2-normalised; z = logit_scale * cosine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class LossTerms:
+    """The total loss and its detached parts (floats) for logging."""
+
+    total: torch.Tensor
+    ce: float
+    text: float
+    image: float
+    kl: float
+
+
+def lscl_loss(logits: torch.Tensor, labels: torch.Tensor,
+              text_features: torch.Tensor, frozen_text_features: torch.Tensor,
+              image_features: torch.Tensor, frozen_image_features: torch.Tensor,
+              frozen_logits: torch.Tensor,
+              lambda_text: float, lambda_image: float, lambda_kl: float) -> LossTerms:
+    """Cross-entropy plus the LSCL consistency terms.
+
+    Args:
+        logits: z_hat, FloatTensor (B, C), prompted image vs prompted class features.
+        labels: LongTensor (B,) in [0, C).
+        text_features / frozen_text_features: t_hat, t0, FloatTensor (C, D), L2-normalised.
+        image_features / frozen_image_features: f_hat, f0, FloatTensor (B, D), L2-normalised.
+        frozen_logits: z0, FloatTensor (B, C), frozen image vs frozen class features.
+        lambda_text, lambda_image, lambda_kl: weights (defaults 25, 10, 1); a zero weight
+            skips its term.
+
+    Returns:
+        :class:`LossTerms`; ``total`` is a scalar FloatTensor with grad. The L1 terms are means
+        over all elements; the KL term is KL(p0 || p_hat) averaged over the batch.
+    """
+    ce = F.cross_entropy(logits.float(), labels)
+    total = ce
+    text = image = kl = torch.zeros((), device=logits.device)
+    if lambda_text:
+        text = F.l1_loss(text_features.float(), frozen_text_features.float())
+        total = total + lambda_text * text
+    if lambda_image:
+        image = F.l1_loss(image_features.float(), frozen_image_features.float())
+        total = total + lambda_image * image
+    if lambda_kl:
+        kl = F.kl_div(F.log_softmax(logits.float(), dim=-1), F.log_softmax(frozen_logits.float(), dim=-1),
+                      reduction="batchmean", log_target=True)
+        total = total + lambda_kl * kl
+    return LossTerms(total=total, ce=float(ce.detach()), text=float(text.detach()),
+                     image=float(image.detach()), kl=float(kl.detach()))
