@@ -242,6 +242,15 @@ def _after_lost_fence(job_id: str, tenant_id: str, attempt: int) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True if process ``pid`` runs (a zombie, killed but not yet reaped, counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(")") + 2:][:1] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
