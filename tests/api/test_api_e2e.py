@@ -102,6 +102,26 @@ def test_checkpoint_loads_offline(pg_stack, trained, tmp_path):
     assert adapter.class_names == job["class_names"]
     assert adapter.trainable_parameters == job["trainable_parameters"]
 
+    # the CLI classifies offline with the downloaded zip, agreeing with the API
+    import os
+    import subprocess
+    import sys
+
+    image = photos("test", 1, ["sandal"])[0][1]
+    with pg_stack.client(key) as c:
+        served = c.post(f"/classify/{job['id']}", files=[("images", (image.name, image.read_bytes(),
+                                                                     "image/png"))],
+                        data={"top_k": "1"}).json()["results"][0]["predictions"][0]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMLOP_")},
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", "from mmlop_core.cli import main; main()",
+                          "classify", str(path), str(image), "--top-k", "1", "--json",
+                          "--device", "cpu"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    offline = json.loads(out.stdout)[str(image)][0]
+    assert offline["label"] == served["label"]
+    assert abs(offline["score"] - served["score"]) < 1e-4
+
 
 def test_tenant_isolation(pg_stack, trained, tenant_factory):
     key_a, job = trained
