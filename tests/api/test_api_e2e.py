@@ -15,7 +15,6 @@ import time
 import pytest
 
 from utils.factories import E2E_CONFIG, classify_accuracy, image_multipart, photos
-from utils.stack import wait_for_status
 
 pytestmark = pytest.mark.slow
 

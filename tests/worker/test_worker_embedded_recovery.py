@@ -18,7 +18,7 @@ def test_whole_worker_killed_job_recovers_on_restart(embedded_stack):
     stack = embedded_stack
     _, key = make_tenant(stack.database_url)
     files, data = image_multipart(photos("train", 4, ["bag", "coat", "sandal"]))
-    config = {"adapter": {"preset": "ivlp"}, "train": {"epochs": 30, "batch_size": 4}}
+    config = {"adapter": {"preset": "ivlp"}, "train": {"epochs": 20, "batch_size": 4}}
     with stack.client(key) as c:
         resp = c.post("/adaptations", files=files, data={**data, "config": json.dumps(config)})
         assert resp.status_code == 202, resp.text
