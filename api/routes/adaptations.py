@@ -236,6 +236,9 @@ def _collect_items(form: Any, settings: Settings) -> tuple[list[ImageItem], list
     stray = [v for v in form.getlist("images") if not isinstance(v, UploadFile)]
     if stray:
         raise ProblemError(422, "images must be file parts", kind="validation-error", field="images")
+    if any(isinstance(v, UploadFile) for v in form.getlist("labels") + form.getlist("class_names")):
+        raise ProblemError(422, "labels and class_names must be text fields, not files",
+                           kind="validation-error", field="labels")
     labels = [str(v) for v in form.getlist("labels")]
     archives = [v for v in form.getlist("archive") if isinstance(v, UploadFile)]
     config = form.get("config")

@@ -97,6 +97,10 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
                                                settings.upload_max_file_bytes, f"images[{n}]")
                 images.append((up.filename, data))
             top_k = _int_field(form.get("top_k") or top_k_q, "top_k", 5)
+            if any(isinstance(v, UploadFile) for v in form.getlist("class_names")) or \
+                    isinstance(form.get("top_k"), UploadFile):
+                raise ProblemError(422, "top_k and class_names must be text fields",
+                                   kind="validation-error", field="class_names")
             names_raw = [str(v) for v in form.getlist("class_names")]
         finally:
             await form.close()

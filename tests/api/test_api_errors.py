@@ -188,3 +188,41 @@ def test_classify_input_errors(pg_stack, tenant_factory):
                        422, "images[0]")
         assert_problem(c.post(f"/classify/{job}", files=[("images", ("a.png", _png(), "image/png"))],
                               data={"top_k": "zero"}), 422, "top_k")
+
+
+def test_odd_inputs_never_500(pg_stack, tenant_factory):
+    tenant_id, key = tenant_factory()
+    job = make_adaptation(pg_stack.database_url, tenant_id, JobStatus.succeeded)
+    png = _png()
+    files, data = image_multipart(photos("train", 1, ["bag", "coat"]))
+    cases = [
+        ("POST", "/adaptations", dict(files=files + [("config", ("c.json", b"{}", "application/json"))],
+                                      data=data)),
+        ("POST", "/adaptations", dict(files=files + [("labels", ("l", b"bag", "text/plain"))] * 2)),
+        ("POST", "/adaptations", dict(files=files, data={**data, "class_names": "[1, 2]"})),
+        ("POST", "/adaptations", dict(files=files, data={**data, "class_names": "[\"bag\""})),
+        ("POST", "/adaptations", dict(files=files, data={**data, "class_names": ["bag", "bag"]})),
+        ("POST", "/adaptations", dict(files=files, data={**data, "config": "[1]"})),
+        ("POST", "/adaptations", dict(files=files, data={**data, "config": '{"train": 3}'})),
+        ("POST", "/adaptations", dict(files=files, data=data,
+                                      headers={"Idempotency-Key": "k" * 300})),
+        ("POST", "/adaptations", dict(content=b"--x\r\nbroken", headers={
+            "content-type": "multipart/form-data; boundary=x"})),
+        ("POST", "/adaptations", dict(content=b"", headers={"content-type": "multipart/form-data"})),
+        ("POST", f"/classify/{job}", dict(json={"images": [png.hex()], "top_k": 0})),
+        ("POST", f"/classify/{job}", dict(json={"images": ["aGVsbG8="], "class_names": []})),
+        ("POST", f"/classify/{job}", dict(json={"images": ["aGVsbG8="], "extra": 1})),
+        ("POST", f"/classify/{job}", dict(json=[1, 2])),
+        ("POST", f"/classify/{job}", dict(files=[("images", ("a.png", png, "image/png"))] * 65)),
+        ("POST", f"/classify/{job}", dict(files=[("images", ("a.png", png, "image/png")),
+                                                 ("class_names", ("n", b"x", "text/plain"))])),
+        ("POST", f"/classify/{job}", dict(files=[("images", ("a.png", png, "image/png"))],
+                                          data={"class_names": "[\"a\", 3]"})),
+        ("POST", f"/classify/{job}", dict(files=[("images", ("a.png", png, "image/png"))],
+                                          params={"top_k": "-1"})),
+    ]
+    with pg_stack.client(key) as c:
+        for method, path, kwargs in cases:
+            resp = c.request(method, path, **kwargs)
+            assert 400 <= resp.status_code < 500, (path, kwargs.get("data"), resp.status_code, resp.text)
+            assert resp.headers["content-type"].startswith(PROBLEM), resp.text
