@@ -13,6 +13,7 @@ except ImportError:  # pragma: no cover - only when the service package is absen
     tenant_app = None
 if tenant_app is not None:
     app.add_typer(tenant_app, name="tenant", help="Manage tenants and their API keys.")
+from mmlop_core.eval.cli import eval_app; app.add_typer(eval_app, name="eval", help="Reproduce the paper's tables.")  # noqa: E402,E702
 
 
 def main() -> None:
