@@ -13,6 +13,7 @@ base-to-novel; ``..._cross_datasets.yaml``: 20 epochs on ImageNet; ``..._few_sho
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -179,6 +180,11 @@ class Harness:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def _relative(self, samples: Sequence[Sample]) -> list[str]:
+        """Paths of the sampled training images relative to the data root (recorded per cell)."""
+        root = os.path.abspath(self.settings.data_root)
+        return [os.path.relpath(x.path, root) for x in samples]
+
     def _test_images(self, dataset: Dataset) -> TestImages:
         return TestImages(self.backbone, dataset.test, workers=self.settings.workers,
                           progress=self.settings.progress, desc=f"{dataset.key} test images")
@@ -241,7 +247,8 @@ class Harness:
                            "base": b, "novel": n, "hm": harmonic_mean(b, n),
                            "base_classes": len(base), "novel_classes": len(novel),
                            "test_base_images": len(base_rows), "test_novel_images": len(novel_rows),
-                           "train_images": len(train_samples), "trainable_parameters": adapter.trainable_parameters,
+                           "train_images": len(train_samples), "train_files": self._relative(train_samples),
+                           "trainable_parameters": adapter.trainable_parameters,
                            "train_metrics": adapter.metrics, "train_seconds": trained - start,
                            "eval_seconds": time.perf_counter() - trained, "settings": settings}
                     self._save_adapter(adapter, self._adapter_dir("base2novel", preset, key, shots, seed))
@@ -301,7 +308,8 @@ class Harness:
                     acc = self._accuracy(adapter, test)
                     rec = {"task": "fewshot", "dataset": key, "preset": preset, "seed": seed, "shots": k,
                            "accuracy": acc, "classes": ds.num_classes, "test_images": len(test),
-                           "train_images": len(train_samples), "trainable_parameters": adapter.trainable_parameters,
+                           "train_images": len(train_samples), "train_files": self._relative(train_samples),
+                           "trainable_parameters": adapter.trainable_parameters,
                            "train_metrics": adapter.metrics, "train_seconds": trained - start,
                            "eval_seconds": time.perf_counter() - trained, "settings": settings}
                     self._save_adapter(adapter, self._adapter_dir("fewshot", preset, key, k, seed))
@@ -360,7 +368,8 @@ class Harness:
                     acc = self._accuracy(adapter, test)
                     rec = {"task": "xd", "dataset": source, "role": "source", "preset": preset, "seed": seed,
                            "shots": shots, "accuracy": acc, "classes": ds.num_classes, "test_images": len(test),
-                           "train_images": len(train_samples), "trainable_parameters": adapter.trainable_parameters,
+                           "train_images": len(train_samples), "train_files": self._relative(train_samples),
+                           "trainable_parameters": adapter.trainable_parameters,
                            "train_metrics": adapter.metrics, "train_seconds": trained - start,
                            "eval_seconds": time.perf_counter() - trained, "settings": settings}
                     self._save_adapter(adapter, self._adapter_dir("xd", preset, source, shots, seed))
