@@ -74,10 +74,18 @@ mains_alive() {
     return 1
 }
 
-groups_alive() {
+groups_alive() {  # any non-zombie process left in the children's process groups?
     local pid
+    if command -v ps >/dev/null; then
+        # (An explicit status: a bare `return` inside a trap handler returns the status of the
+        # command that ran before the trap.)
+        if ps -A -o pgid=,stat= | awk -v groups=" ${pids[*]} " \
+            'index(groups, " " $1 " ") && $2 !~ /^Z/ { found = 1 } END { exit !found }'; then
+            return 0
+        fi
+        return 1
+    fi
     for pid in "${pids[@]}"; do
-        # A process group is alive while any member is; `kill -0 -PGID` tests that.
         if kill -0 -- "-$pid" 2>/dev/null; then return 0; fi
     done
     return 1
@@ -85,11 +93,13 @@ groups_alive() {
 
 shutdown() {
     local status="${1:-0}" pid ticks
-    trap - INT TERM HUP EXIT
+    trap - EXIT
     if [[ "$stopping" == 1 ]]; then
         return
     fi
     stopping=1
+    # A second Ctrl-C while waiting: stop waiting, kill everything now.
+    trap 'log "second signal: killing everything"; signal_groups KILL' INT TERM HUP
     if ((${#pids[@]})); then
         # SIGTERM to the main processes only: celery then does a warm shutdown (its pool child
         # finishes or requeues the running task), uvicorn drains its connections.

@@ -91,8 +91,9 @@ def _start(root: Path, fake: Path, port: int, **extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMLOP_")}
     env.update(
         PYTHON=str(fake / "python"), REAL_PYTHON=sys.executable, FAKE_DIR=str(fake),
-        FAKE_LOG=str(fake / "calls.log"), MMLOP_PORT=str(port), MMLOP_STOP_TIMEOUT="3", **extra,
+        FAKE_LOG=str(fake / "calls.log"), MMLOP_PORT=str(port), MMLOP_STOP_TIMEOUT="3",
     )
+    env.update(extra)
     return subprocess.Popen(
         [str(root / "scripts" / "run_embedded.sh")], cwd=root, env=env, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -137,6 +138,29 @@ def test_ctrl_c_stops_api_worker_and_their_children(fake_repo, stubborn):
         # A worker ignoring SIGTERM is killed after MMLOP_STOP_TIMEOUT, and only then.
         assert ("sending SIGKILL" in output) == stubborn
         assert time.monotonic() - started < 20
+    finally:
+        kill_session(sid)
+        proc.stdout.close()
+
+
+def test_second_ctrl_c_kills_at_once(fake_repo):
+    root, fake = fake_repo
+    port = free_port()
+    proc = _start(root, fake, port, FAKE_WORKER_STUBBORN="1", MMLOP_STOP_TIMEOUT="60")
+    sid = proc.pid
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 30, alive=lambda: proc.poll() is None)
+        deadline = time.monotonic() + 10
+        while not any("fake_worker.py" in c for c in session_processes(sid).values()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.killpg(sid, signal.SIGINT)
+        time.sleep(1)
+        assert proc.poll() is None  # waiting for the stubborn worker's grace period
+        os.killpg(sid, signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+        assert not wait_session_empty(sid, 5)
+        assert "second signal" in proc.stdout.read()
     finally:
         kill_session(sid)
         proc.stdout.close()
