@@ -1,0 +1,74 @@
+"""Adapter/train config validation and presets (MMLOP.md section 2)."""
+from __future__ import annotations
+
+import pytest
+
+from mmlop_core import AdapterConfig, ConfigError, TrainConfig
+from mmlop_core.config import PRESETS
+from mmlop_core.prompts import LowRankPrompts
+
+
+@pytest.mark.parametrize("preset, expected", [("mmlop", 11_556), ("ivlp", 46_080), ("ivlp+lscl", 46_080),
+                                              ("coop", 4 * 512), ("zeroshot", 0), ("mmlop-noshare", 9 * 4 * 2 + 9 * (512 + 768))])
+def test_trainable_parameter_count_at_vit_b16_widths(preset, expected):
+    assert LowRankPrompts(AdapterConfig.from_preset(preset), 512, 768, 12, 12).trainable_parameters == expected
+
+
+def test_share_u_across_layers_has_one_u_per_modality():
+    cfg = AdapterConfig.from_preset("mmlop", share_u="layers")
+    assert LowRankPrompts(cfg, 512, 768).trainable_parameters == 2 * 4 + 9 * (512 + 768)
+
+
+def test_from_dict_round_trip_and_overrides():
+    cfg = AdapterConfig.from_dict({"preset": "ivlp", "n_ctx": 2})
+    assert cfg.rank is None and cfg.n_ctx == 2 and cfg.preset == "ivlp"
+    assert AdapterConfig.from_dict(cfg.to_dict()) == cfg
+    t = TrainConfig.from_dict({"epochs": 3, "lr": 1})
+    assert TrainConfig.from_dict(t.to_dict()) == t and isinstance(t.lr, float)
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"rnak": 2}, "unknown adapter config field 'rnak'"),
+    ({"preset": "lora"}, "preset='lora' is unknown"),
+    ({"rank": 0}, "rank=0 is out of range"),
+    ({"rank": "2"}, "rank='2' must be of type int"),
+    ({"n_ctx": True}, "must be"),
+    ({"share_u": "both"}, "share_u='both' is not valid"),
+    ({"drift": "sideways"}, "drift='sideways' is not valid"),
+    ({"template": "a photo"}, "must contain '{}' exactly once"),
+    ({"lambda_text": -1}, "lambda_text=-1.0 is out of range"),
+    ({"text_depth": 0, "text_init": "words"}, "text_init='words' needs text prompts"),
+])
+def test_adapter_config_errors_name_the_field(data, fragment):
+    with pytest.raises(ConfigError, match=None) as exc:
+        AdapterConfig.from_dict(data)
+    assert fragment in str(exc.value)
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"epochs": -1}, "epochs=-1 is out of range"),
+    ({"batch_size": 0}, "batch_size=0 is out of range"),
+    ({"lr": "fast"}, "lr='fast' must be of type int or float"),
+    ({"shots": 0}, "shots=0 is out of range"),
+    ({"precision": "fp8"}, "precision='fp8' is not valid"),
+    ({"speed": 1}, "unknown train config field 'speed'"),
+])
+def test_train_config_errors_name_the_field(data, fragment):
+    with pytest.raises(ConfigError) as exc:
+        TrainConfig.from_dict(data)
+    assert fragment in str(exc.value)
+
+
+def test_non_object_config_is_refused():
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        AdapterConfig.from_dict([1, 2])
+
+
+def test_depth_beyond_backbone_is_refused():
+    with pytest.raises(ConfigError, match="text_depth=13 exceeds the backbone's 12"):
+        LowRankPrompts(AdapterConfig(text_depth=13), 512, 768, 12, 12)
+
+
+def test_every_preset_builds():
+    for name in PRESETS:
+        LowRankPrompts(AdapterConfig.from_preset(name), 64, 96, 12, 12)

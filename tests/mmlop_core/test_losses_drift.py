@@ -1,0 +1,60 @@
+"""LSCL (MMLOP.md section 3) and UDC (section 4) on hand-computed small tensors."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mmlop_core.drift import correct_drift, mean_drift
+from mmlop_core.losses import lscl_loss
+
+
+def test_lscl_terms_by_hand():
+    logits = torch.tensor([[2.0, 0.0]])
+    labels = torch.tensor([0])
+    t_hat, t0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    f_hat, f0 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    z0 = torch.tensor([[0.0, 0.0]])
+    terms = lscl_loss(logits, labels, t_hat, t0, f_hat, f0, z0, 25.0, 10.0, 1.0)
+    ce = -math.log(math.exp(2) / (math.exp(2) + 1))
+    text = (0.4 + 0.8 + 0 + 0) / 4
+    image = (1 + 1) / 2
+    p_hat = [math.exp(2) / (math.exp(2) + 1), 1 / (math.exp(2) + 1)]
+    kl = sum(0.5 * math.log(0.5 / q) for q in p_hat)
+    assert math.isclose(terms.ce, ce, rel_tol=1e-6)
+    assert math.isclose(terms.text, text, rel_tol=1e-6)
+    assert math.isclose(terms.image, image, rel_tol=1e-6)
+    assert math.isclose(terms.kl, kl, rel_tol=1e-5)
+    assert math.isclose(float(terms.total), ce + 25 * text + 10 * image + kl, rel_tol=1e-5)
+
+
+def test_zero_weights_reduce_lscl_to_cross_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, requires_grad=True)
+    terms = lscl_loss(logits, torch.tensor([0, 1, 2]), torch.randn(4, 8), torch.randn(4, 8), torch.randn(3, 8),
+                      torch.randn(3, 8), torch.randn(3, 4), 0.0, 0.0, 0.0)
+    assert torch.allclose(terms.total, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])))
+    terms.total.backward()
+    assert logits.grad is not None
+
+
+def test_udc_by_hand():
+    t_hat = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    t0 = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    delta = mean_drift(t_hat, t0)
+    assert torch.allclose(delta, torch.tensor([0.5, -0.5]))
+    corrected = correct_drift(t_hat, delta)
+    s = 1 / math.sqrt(2)
+    r = 1 / math.sqrt(2.5)
+    assert torch.allclose(corrected, torch.tensor([[s, s], [-0.5 * r, 1.5 * r]]), atol=1e-6)
+    assert torch.allclose(corrected.norm(dim=-1), torch.ones(2))
+
+
+def test_udc_changes_the_ranking_only_through_renormalisation():
+    torch.manual_seed(0)
+    t = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    f = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    delta = torch.randn(8) * 0.5
+    unnormalised = (f @ (t - delta).t()).softmax(-1)
+    assert torch.allclose(unnormalised, (f @ t.t()).softmax(-1), atol=1e-6)  # same shift for every class
+    assert not torch.allclose((f @ correct_drift(t, delta).t()).softmax(-1), (f @ t.t()).softmax(-1), atol=1e-3)
