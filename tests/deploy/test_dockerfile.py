@@ -141,20 +141,28 @@ def test_copied_paths_exist_and_survive_the_dockerignore():
         assert not ignored(f"{package}/__init__.py"), f"{package} is excluded from the build context"
 
 
-def test_pip_install_ships_package_data(tmp_path):
-    """A non-editable install (the image) must carry every non-Python file the packages read,
-    e.g. mmlop_core/model_configs/*.json (fix: [tool.setuptools.package-data] in pyproject)."""
-    src = tmp_path / "src"
+@pytest.fixture(scope="module")
+def wheel_and_sources(tmp_path_factory) -> tuple[Path, Path]:
+    """`pip wheel .` of a copy of the packages (what `pip install .` in the image installs)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
     src.mkdir()
     shutil.copy(REPO / "pyproject.toml", src)
     for package in PACKAGES + ("benchmarks",):
         if (REPO / package).is_dir():
             shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(src)],
         check=True, capture_output=True, text=True, timeout=300,
     )
-    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    (wheel,) = (tmp / "dist").glob("*.whl")
+    return wheel, src
+
+
+def test_pip_install_ships_package_data(wheel_and_sources):
+    """A non-editable install (the image) must carry every file of the packages, e.g.
+    mmlop_core/model_configs/*.json (fix: [tool.setuptools.package-data] in pyproject.toml)."""
+    wheel, src = wheel_and_sources
     shipped = set(zipfile.ZipFile(wheel).namelist())
     wanted = {
         path.relative_to(src).as_posix()
@@ -165,3 +173,29 @@ def test_pip_install_ships_package_data(tmp_path):
     }
     missing = sorted(wanted - shipped)
     assert not missing, f"pip install . would not ship: {missing}"
+
+
+def test_image_layout_migrates_and_imports(wheel_and_sources, tmp_path):
+    """The runtime image in miniature: installed packages + /app holding only alembic.ini and
+    migrations/; `alembic upgrade head` and the API/worker imports work from there."""
+    wheel, _ = wheel_and_sources
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    app = tmp_path / "app"
+    app.mkdir()
+    shutil.copy(REPO / "alembic.ini", app)
+    shutil.copytree(REPO / "migrations", app / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMLOP_")}
+    env.update(PYTHONPATH=str(site), MMLOP_DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
+               MMLOP_BLOB_ROOT=str(tmp_path / "blobs"), MMLOP_BROKER_URL=f"filesystem://{tmp_path / 'broker'}",
+               MMLOP_BACKBONE="mmlop-tiny", MMLOP_PRETRAINED="none", MMLOP_DEVICE="cpu")
+    run = lambda *args: subprocess.run([sys.executable, *args], cwd=app, env=env, capture_output=True, text=True, timeout=300)
+    migrated = run("-m", "alembic", "upgrade", "head")
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    probe = run("-c", "import mmlop_core, api.main, worker.celery_app, service.settings, open_clip; "
+                      "print(mmlop_core.__file__); print('mmlop-tiny' in open_clip.list_models())")
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    location, registered = probe.stdout.split()[-2:]
+    assert location.startswith(str(site)), f"imported {location}, not the installed copy"
+    assert registered == "True", "mmlop-tiny not registered from the installed package"
