@@ -16,11 +16,11 @@ from .datasets import (BASE_TO_NOVEL_DATASETS, IMAGENET_VARIANTS, SPECS, Dataset
 from .protocol import (base_novel_labels, few_shot, harmonic_mean, mean_std, subsample_classes, summarize_accuracy,
                        summarize_base2novel)
 from .runner import ABLATION_PRESETS, EvalSettings, Harness
-from .testset import TestImages, accuracy
+from .testset import CachedTestSplit, accuracy
 
 __all__ = [
     "ABLATION_PRESETS", "BASE_TO_NOVEL_DATASETS", "Dataset", "EvalSettings", "Harness", "IMAGENET_VARIANTS",
-    "SPECS", "Sample", "TestImages", "accuracy", "base_novel_labels", "few_shot", "harmonic_mean",
+    "SPECS", "Sample", "CachedTestSplit", "accuracy", "base_novel_labels", "few_shot", "harmonic_mean",
     "load_dataset", "mean_std", "resolve_dataset_name", "subsample_classes", "summarize_accuracy",
     "summarize_base2novel",
 ]

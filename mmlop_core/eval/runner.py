@@ -3,7 +3,7 @@ domain generalisation (ImageNet -> V2/Sketch/A/R) and the ablation (MMLOP.md sec
 
 Each (task, preset, dataset, shots, seed) cell trains one adapter with
 :func:`mmlop_core.train_adapter` and scores it with :class:`mmlop_core.Predictor` on the test
-split, preprocessed once per dataset (:class:`~mmlop_core.eval.testset.TestImages`). Finished
+split, preprocessed once per dataset (:class:`~mmlop_core.eval.testset.CachedTestSplit`). Finished
 cells are stored in the output directory and never recomputed (:class:`CellStore`); adapters
 are saved beside them (``OUT/adapters/...``, ~46 KB each).
 
@@ -35,7 +35,7 @@ from ..trainer import train_adapter
 from .datasets import IMAGENET_VARIANTS, SPECS, Dataset, Sample, check_files, load_dataset, open_sample, resolve_dataset_name
 from .protocol import base_novel_labels, few_shot, harmonic_mean, subsample_classes, summarize_accuracy, summarize_base2novel
 from .store import CellStore
-from .testset import TestImages, accuracy
+from .testset import CachedTestSplit, accuracy
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,11 @@ class Harness:
         root = os.path.abspath(self.settings.data_root)
         return [os.path.relpath(x.path, root) for x in samples]
 
-    def _test_images(self, dataset: Dataset) -> TestImages:
-        return TestImages(self.backbone, dataset.test, workers=self.settings.workers,
+    def _test_images(self, dataset: Dataset) -> CachedTestSplit:
+        return CachedTestSplit(self.backbone, dataset.test, workers=self.settings.workers,
                           progress=self.settings.progress, desc=f"{dataset.key} test images")
 
-    def _accuracy(self, adapter: Adapter, test: TestImages, rows=None, labels=None, names=None) -> float:
+    def _accuracy(self, adapter: Adapter, test: CachedTestSplit, rows=None, labels=None, names=None) -> float:
         return accuracy(self.predictor, adapter, test, rows, labels, names,
                         batch_size=self.settings.eval_batch_size, precision=self.settings.precision)
 

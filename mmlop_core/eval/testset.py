@@ -58,7 +58,7 @@ class _Decode(TorchDataset):
         return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-class TestImages:
+class CachedTestSplit:
     """One test split, preprocessed once.
 
     Attributes:
@@ -144,7 +144,7 @@ def _class_features(backbone: Backbone, adapter: Adapter, names: list[str] | Non
 
 
 @torch.no_grad()
-def accuracy(predictor: Predictor, adapter: Adapter, test: TestImages, rows: torch.Tensor | None = None,
+def accuracy(predictor: Predictor, adapter: Adapter, test: CachedTestSplit, rows: torch.Tensor | None = None,
              labels: torch.Tensor | None = None, class_names: Sequence[str] | None = None,
              batch_size: int = 64, precision: str = "auto") -> float:
     """Top-1 accuracy (%) of `adapter` on rows `rows` of `test` against `class_names`.
@@ -182,4 +182,4 @@ def accuracy(predictor: Predictor, adapter: Adapter, test: TestImages, rows: tor
     return 100.0 * float((pred == labels).float().mean())
 
 
-__all__ = ["TestImages", "accuracy", "autocast"]
+__all__ = ["CachedTestSplit", "accuracy", "autocast"]
