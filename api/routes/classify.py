@@ -61,6 +61,10 @@ def _int_field(value: Any, name: str, default: int) -> int:
 
 async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str | None, bytes]], int, list[str] | None]:
     ctype = request.headers.get("content-type", "")
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.upload_max_bytes:
+        raise ProblemError(413, f"request body is larger than {settings.upload_max_bytes} bytes",
+                           kind="too-large")
     top_k_q = request.query_params.get("top_k")
     if ctype.startswith("application/json"):
         raw = await request.body()
