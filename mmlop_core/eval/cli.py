@@ -7,8 +7,6 @@ List options take space- or comma-separated values: ``--seeds 1 2 3`` = ``--seed
 """
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,8 +14,6 @@ import typer
 from typer.core import TyperCommand
 
 from ..cli import _json_option, _one_line_errors
-
-log = logging.getLogger(__name__)
 
 _MULTI = ("--seeds", "--shots", "--datasets", "--presets", "--targets")
 

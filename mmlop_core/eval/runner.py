@@ -155,7 +155,7 @@ class Harness:
     def _bar(self, **kwargs) -> tqdm:
         return tqdm(file=sys.stderr, disable=not self.settings.progress, dynamic_ncols=True, **kwargs)
 
-    def train(self, dataset: Dataset, samples: Sequence[Sample], class_names: list[str], adapter_cfg: AdapterConfig,
+    def train(self, samples: Sequence[Sample], class_names: list[str], adapter_cfg: AdapterConfig,
               train_cfg: TrainConfig, desc: str) -> Adapter:
         """Open `samples` and train one adapter on them (labels index `class_names`)."""
         check_files(samples)
@@ -187,7 +187,7 @@ class Harness:
 
     def _test_images(self, dataset: Dataset) -> CachedTestSplit:
         return CachedTestSplit(self.backbone, dataset.test, workers=self.settings.workers,
-                          progress=self.settings.progress, desc=f"{dataset.key} test images")
+                               progress=self.settings.progress, desc=f"{dataset.key} test images")
 
     def _accuracy(self, adapter: Adapter, test: CachedTestSplit, rows=None, labels=None, names=None) -> float:
         return accuracy(self.predictor, adapter, test, rows, labels, names,
@@ -238,7 +238,7 @@ class Harness:
                 for preset, seed, a_cfg, t_cfg, settings, path in pending:
                     start = time.perf_counter()
                     train_samples = subsample_classes(few_shot(ds.train, shots, seed), base)
-                    adapter = self.train(ds, train_samples, base_names, a_cfg, t_cfg,
+                    adapter = self.train(train_samples, base_names, a_cfg, t_cfg,
                                          desc=f"{key} {preset} seed {seed}")
                     trained = time.perf_counter()
                     b = self._accuracy(adapter, test, base_rows, test.labels[base_rows])
@@ -302,7 +302,7 @@ class Harness:
                 for k, seed, a_cfg, t_cfg, settings, path in pending:
                     start = time.perf_counter()
                     train_samples = few_shot(ds.train, k, seed)
-                    adapter = self.train(ds, train_samples, ds.classnames, a_cfg, t_cfg,
+                    adapter = self.train(train_samples, ds.classnames, a_cfg, t_cfg,
                                          desc=f"{key} {k}-shot seed {seed}")
                     trained = time.perf_counter()
                     acc = self._accuracy(adapter, test)
@@ -362,7 +362,7 @@ class Harness:
                     a_cfg, t_cfg, settings = src_cfg[seed]
                     start = time.perf_counter()
                     train_samples = few_shot(ds.train, shots, seed)
-                    adapter = self.train(ds, train_samples, ds.classnames, a_cfg, t_cfg,
+                    adapter = self.train(train_samples, ds.classnames, a_cfg, t_cfg,
                                          desc=f"{source} {preset} seed {seed}")
                     trained = time.perf_counter()
                     acc = self._accuracy(adapter, test)

@@ -179,7 +179,7 @@ def accuracy(predictor: Predictor, adapter: Adapter, test: CachedTestSplit, rows
                 z = predictor.logits(adapter, test.batch(idx), names)  # (b, C)
             preds.append(z.argmax(dim=-1).cpu())
         pred = torch.cat(preds)
-    return 100.0 * float((pred == labels).float().mean())
+    return 100.0 * int((pred == labels.cpu()).sum()) / len(labels)
 
 
 __all__ = ["CachedTestSplit", "accuracy", "autocast"]
