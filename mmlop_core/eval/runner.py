@@ -148,6 +148,7 @@ class Harness:
         return adapter, train
 
     def cell_settings(self, adapter: AdapterConfig, train: TrainConfig, shots: int | None) -> dict[str, Any]:
+        """What a stored cell must have been computed with to be reused (JSON-compatible)."""
         s = self.settings
         return {"protocol": PROTOCOL_VERSION, "backbone": s.backbone, "pretrained": s.pretrained, "shots": shots,
                 "adapter": adapter.to_dict(), "train": train.to_dict(), "eval_precision": s.precision}
