@@ -197,3 +197,9 @@ def test_secrets_are_required(missing):
     proc = _compose_config(env)
     assert proc.returncode != 0
     assert missing in proc.stderr
+
+
+def test_worker_has_a_stable_hostname(config):
+    """Start-up recovery re-enqueues jobs left running by dead processes of the same hostname;
+    a random container id as hostname would change on every re-creation."""
+    assert config["services"]["worker"].get("hostname")
