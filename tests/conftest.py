@@ -30,27 +30,38 @@ def pg_database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_broker_url() -> Iterator[str]:
-    """A Redis broker URL on a database number reserved for these tests (flushed before/after)."""
-    from utils.stack import REDIS_TEST_DB, flush_redis
+    """A Redis broker URL on a database number reserved for these tests."""
+    from utils.stack import REDIS_TEST_DB, ping_redis
 
     try:
-        flush_redis(REDIS_TEST_DB)
+        ping_redis(REDIS_TEST_DB)
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"Redis at 127.0.0.1:6379 is required for service tests: {exc}")
     yield f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"
-    flush_redis(REDIS_TEST_DB)
+
+
+@pytest.fixture(scope="session")
+def task_queue_name(redis_broker_url: str) -> Iterator[str]:
+    """A queue name unique to this test session (concurrent sessions share Redis), removed after."""
+    import uuid
+
+    from utils.stack import REDIS_TEST_DB, delete_redis_queue
+
+    name = f"mmlop-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    delete_redis_queue(REDIS_TEST_DB, name)
 
 
 @pytest.fixture(scope="session")
 def pg_stack(tmp_path_factory: pytest.TempPathFactory, pg_database_url: str,
-             redis_broker_url: str) -> Iterator["Stack"]:  # noqa: F821
+             redis_broker_url: str, task_queue_name: str) -> Iterator["Stack"]:  # noqa: F821
     """Real uvicorn + real celery worker on PostgreSQL and Redis, migrated with Alembic."""
     from utils.stack import Stack, base_env
 
     cwd = tmp_path_factory.mktemp("pg_stack")
     blob_root = cwd / "blobs"
     env = base_env({"MMLOP_DATABASE_URL": pg_database_url, "MMLOP_BROKER_URL": redis_broker_url,
-                    "MMLOP_BLOB_ROOT": str(blob_root), "MMLOP_TASK_QUEUE": "mmlop-test"})
+                    "MMLOP_BLOB_ROOT": str(blob_root), "MMLOP_TASK_QUEUE": task_queue_name})
     stack = Stack(env=env, cwd=cwd, database_url=pg_database_url, blob_root=blob_root)
     try:
         stack.migrate()

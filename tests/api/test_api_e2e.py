@@ -37,7 +37,7 @@ def trained(pg_stack, tenant_factory):
             if body["status"] == "running" and body["progress"]:
                 seen_running = True
                 p = body["progress"]
-                assert p["epochs"] == 10 and 0 < p["step"] <= p["steps"] and p["eta_s"] >= 0
+                assert p["epochs"] == E2E_CONFIG["train"]["epochs"] and 0 < p["step"] <= p["steps"] and p["eta_s"] >= 0
             if body["status"] in ("succeeded", "failed", "canceled"):
                 break
             time.sleep(0.5)

@@ -29,7 +29,7 @@ def test_embedded_end_to_end(embedded_stack, record_property):
         assert body["status"] == "succeeded", (body, stack.log_tail("worker"))
         acc = classify_accuracy(c, job["id"], photos("test", 20))
         record_property("accuracy", acc)
-    assert acc >= 0.20, f"accuracy {acc:.3f} is below 2x chance"
+        assert acc >= 0.20, f"accuracy {acc:.3f} is below 2x chance"
         ckpt = c.get(f"/adaptations/{job['id']}/checkpoint")
         assert ckpt.status_code == 200 and ckpt.content[:2] == b"PK"
         assert list((stack.cwd / "var" / "broker" / "queue").glob("*.msg")) == []

@@ -48,11 +48,19 @@ def drop_pg_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def flush_redis(db: int) -> None:
-    """Empty Redis database ``db``."""
+def ping_redis(db: int) -> None:
+    """Raise unless Redis answers on database ``db``."""
     import redis
 
-    redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=5).flushdb()
+    redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=5).ping()
+
+
+def delete_redis_queue(db: int, queue: str) -> None:
+    """Remove one test session's queue from Redis (other sessions may share the database)."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=5)
+    client.delete(queue, *client.keys(f"{queue}\x06\x16*"))
 
 
 def base_env(extra: dict[str, str]) -> dict[str, str]:
