@@ -184,10 +184,39 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
     digest = _request_hash(items, class_names, adapter_cfg, train_cfg)
     with get_sessionmaker()() as session:
         tenant = session.get(Tenant, tenant_id)
+        job = None
         if idem_key:
             existing = _replay(session, tenant, idem_key, digest)
-            if existing is not None:
+            if existing is not None and not _enqueue_failed(existing):
                 return existing, False
+            if existing is not None:
+                # The original request got a 503 because the broker was down: retry the enqueue.
+                existing.status, existing.error, existing.finished_at = \
+                    JobStatus.queued.value, None, None
+                session.commit()
+                job = existing
+    if job is None:
+        job = _store_new(tenant_id, items, class_names, index, digest, adapter_cfg, train_cfg,
+                         idem_key, settings, blobs)
+        if isinstance(job, tuple):
+            return job
+    return _enqueue(job), True
+
+
+_ENQUEUE_ERROR = "could not enqueue the job"
+
+
+def _enqueue_failed(job: Adaptation) -> bool:
+    return job.status == JobStatus.failed.value and (job.error or "").startswith(_ENQUEUE_ERROR)
+
+
+def _store_new(tenant_id: str, items: list[ImageItem], class_names: list[str],
+               index: dict[str, int], digest: str, adapter_cfg: dict, train_cfg: dict,
+               idem_key: str | None, settings: Settings,
+               blobs: BlobStore) -> Adaptation | tuple[Adaptation, bool]:
+    """Store the uploads, then insert the job row; (existing job, False) on an idempotency race."""
+    with get_sessionmaker()() as session:
+        tenant = session.get(Tenant, tenant_id)
         job_id = new_id()
         manifest = []
         try:
@@ -216,6 +245,11 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
             session.rollback()
             blobs.delete_prefix(job_prefix(tenant_id, job_id))
             raise
+    return job
+
+
+def _enqueue(job: Adaptation) -> Adaptation:
+    """Send the job to the broker; on failure mark it failed and answer 503."""
     try:
         queue.enqueue_training(job.id)
     except Exception as exc:  # noqa: BLE001 - broker down: fail the job, answer 503
@@ -223,12 +257,13 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
         with get_sessionmaker()() as session:
             row = session.get(Adaptation, job.id)
             row.status = JobStatus.failed.value
-            row.error = f"could not enqueue the job: {exc.__class__.__name__}"
+            row.error = f"{_ENQUEUE_ERROR}: {exc.__class__.__name__}"
             row.finished_at = utcnow()
             session.commit()
-        raise ProblemError(503, "the job queue is unavailable; retry later", kind="queue-unavailable",
+        raise ProblemError(503, "the job queue is unavailable; retry later with the same "
+                           "Idempotency-Key", kind="queue-unavailable",
                            headers={"Retry-After": "30"}) from exc
-    return job, True
+    return job
 
 
 def _collect_items(form: Any, settings: Settings) -> tuple[list[ImageItem], list[str] | None, str | None]:

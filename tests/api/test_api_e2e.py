@@ -151,3 +151,5 @@ def test_metrics_after_training(pg_stack, trained):
     cached = [line for line in text.splitlines() if line.startswith("mmlop_adapters_cached ")]
     assert cached and float(cached[0].split()[1]) >= 1
     assert 'route="/classify/{adapter_id}"' in text
+    depth = [line for line in text.splitlines() if line.startswith("mmlop_queue_depth ")]
+    assert depth and float(depth[0].split()[1]) >= 0
