@@ -38,12 +38,13 @@ def make_adaptation(database_url: str, tenant_id: str, status: JobStatus = JobSt
     engine = make_engine(database_url)
     try:
         with Session(engine) as session:
-            job = Adaptation(
+            fields: dict[str, Any] = dict(
                 id=new_id(), tenant_id=tenant_id, status=status.value, request_hash="0" * 64,
                 class_names=["a", "b"], images=[], num_images=0, adapter_config={},
                 train_config={}, backbone="mmlop-tiny", pretrained="none", attempt=0,
-                cancel_requested=False, created_at=utcnow(), **values,
+                cancel_requested=False, created_at=utcnow(),
             )
+            job = Adaptation(**{**fields, **values})
             session.add(job)
             session.commit()
             return job.id
