@@ -7,6 +7,8 @@ tenant cannot see any of it.
 
 from __future__ import annotations
 
+import logging
+
 import base64
 import io
 import json
@@ -55,13 +57,13 @@ def test_training_result(trained):
     assert len(job["class_names"]) == 10
 
 
-def test_classify_held_out_accuracy(pg_stack, trained, record_property):
+def test_classify_held_out_accuracy(pg_stack, trained):
     key, job = trained
     items = photos("test", 20)
     assert len(items) == 200
     with pg_stack.client(key) as c:
         acc = classify_accuracy(c, job["id"], items)
-    record_property("accuracy", acc)
+    logging.getLogger(__name__).info("held-out accuracy %.3f", acc)
     assert acc >= 0.20, f"accuracy {acc:.3f} is below 2x chance"
 
 
