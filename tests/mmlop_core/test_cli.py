@@ -1,0 +1,88 @@
+"""The `mmlop` CLI: info figures, train + classify on real photos, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+from utils.core import TEST_DIR, TRAIN_DIR, fashion, tiny_backbone
+
+import mmlop_core as m
+from mmlop_cli import app
+
+runner = CliRunner()
+
+# Tiny-backbone training settings of the acceptance test. The backbone has seeded random weights,
+# so its frozen features are a poor teacher: the paper's LSCL weights (25/10/1) pin the prompts to
+# a meaningless zero-shot solution and the random prompt init starts far from it. Measured on the
+# 500 held-out photos (chance 0.10, zero-shot 0.196): defaults at lr 0.0025 -> 0.10; these
+# settings -> 0.27 (20 epochs: 0.24; rank 2: 0.18; ivlp preset: 0.28-0.33).
+TINY_TRAIN = ["--epochs", "30", "--lr", "0.02", "--batch-size", "16",
+              "--config", json.dumps({"text_init": "words", "lambda_text": 1, "lambda_image": 1, "lambda_kl": 0.1}),
+              "--train-config", json.dumps({"augment": False})]
+
+
+def _invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("preset, expected", [("mmlop", 11_556), ("ivlp", 46_080)])
+def test_info_prints_trainable_parameters_for_vit_b16(preset, expected):
+    code, out = _invoke("info", "--backbone", "ViT-B-16", "--pretrained", "none", "--preset", preset)
+    assert code == 0, out
+    info = json.loads(out)
+    assert info["trainable_parameters"] == expected
+    assert info["depth"] == {"text": 9, "vision": 9} and info["n_ctx"] == 4
+    assert info["rank"] == (1 if preset == "mmlop" else None)
+    assert info["checkpoint_bytes"] > 4 * expected
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["info", "--backbone", "ViT-Nope"], "error: backbone='ViT-Nope' is not an open_clip model name"),
+    (["info", "--preset", "lora"], "error: preset='lora' is unknown"),
+    (["info", "--config", "{bad"], "error: --config is not valid JSON"),
+    (["train", "/nonexistent", "--out", "/tmp/x"], "error: data directory '/nonexistent' does not exist"),
+    (["classify", "/nonexistent", "x.png"], "error: adapter path '/nonexistent' does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, fragment):
+    code, out = _invoke(*args)
+    assert code == 2 and fragment in out and "Traceback" not in out
+
+
+def _accuracy(adapter: m.Adapter) -> float:
+    images, labels, names = fashion("test")
+    pred = m.Predictor(tiny_backbone())
+    correct = 0
+    for start in range(0, len(images), 100):
+        res = pred.classify(adapter, images[start:start + 100], top_k=1)
+        correct += sum(r[0].label == names[y] for r, y in zip(res, labels[start:start + 100]))
+    return correct / len(images)
+
+
+@pytest.mark.slow
+def test_train_beats_zero_shot_and_twice_chance_then_classifies(tmp_path):
+    out = tmp_path / "adapter"
+    code, log = _invoke("train", TRAIN_DIR, "--out", out, "--shots", 16, "--seed", 1, "--preset", "mmlop",
+                        "--backbone", m.TINY_MODEL, "--pretrained", "none", "--device", "cpu", *TINY_TRAIN)
+    assert code == 0, log
+    summary = json.loads(log[log.rindex('{"adapter"'):])  # the runner mixes the stderr progress bar in
+    assert summary["train_images"] == 160 and summary["trainable_parameters"] == 9 * 4 + 9 * (128 + 128)
+    adapter = m.load_adapter(out, tiny_backbone())
+    images, labels, names = fashion("train")
+    zero_shot = m.train_adapter(tiny_backbone(), images, labels, names, m.AdapterConfig.from_preset("zeroshot"),
+                                m.TrainConfig(epochs=0))
+    acc, zs = _accuracy(adapter), _accuracy(zero_shot)
+    assert acc > zs and acc >= 0.2, (acc, zs)
+
+    test_files = sorted((TEST_DIR / "coat").glob("*.png"))[:2]
+    code, out_json = _invoke("classify", out, *test_files, "--top-k", 3, "--json", "--device", "cpu")
+    assert code == 0, out_json
+    res = json.loads(out_json)
+    assert list(res) == [str(p) for p in test_files] and all(len(v) == 3 for v in res.values())
+
+    other = tmp_path / "other.pt"
+    torch.save(tiny_backbone(seed=7).model.state_dict(), other)
+    code, err = _invoke("classify", out, test_files[0], "--pretrained", other, "--device", "cpu")
+    assert code == 2 and "was trained on backbone 'mmlop-tiny'" in err
