@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     classify_max_images: int = Field(default=64, gt=0)
     # Adapters kept loaded in each API process.
     adapter_cache_size: int = Field(default=256, gt=0)
+    # Inference engine (api/engine.py): device bytes of the adapter cache (prompts + class
+    # features, open-vocabulary class features included); least recently used are evicted.
+    adapter_cache_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Most images in one batched vision forward, and longest wait (milliseconds) for a batch to fill.
+    max_batch_images: int = Field(default=32, gt=0)
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    # Images waiting for the engine; when full, classify answers 503 with Retry-After.
+    engine_queue_size: int = Field(default=512, gt=0)
+    # Cross-request (cross-tenant) batching; off runs each request's images as its own batch.
+    batching: bool = True
 
     # Jobs: most epochs a client may ask for, longest training (seconds).
     job_max_epochs: int = Field(default=200, gt=0)
