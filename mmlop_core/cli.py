@@ -22,7 +22,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _one_line_errors(fn):
+def one_line_errors(fn):
     """Turn library errors (and bad files) into a one-line message and exit status 2."""
 
     @functools.wraps(fn)
@@ -37,7 +37,7 @@ def _one_line_errors(fn):
     return wrapper
 
 
-def _json_option(value: Optional[str], what: str) -> dict[str, Any]:
+def json_option(value: Optional[str], what: str) -> dict[str, Any]:
     if not value:
         return {}
     try:
@@ -50,7 +50,7 @@ def _json_option(value: Optional[str], what: str) -> dict[str, Any]:
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def info(backbone: str = typer.Option("ViT-B-16", help="open_clip model name"),
          pretrained: str = typer.Option("openai", help="open_clip tag, local weights file, or 'none'"),
          preset: str = typer.Option("mmlop", help="adapter preset"),
@@ -58,11 +58,11 @@ def info(backbone: str = typer.Option("ViT-B-16", help="open_clip model name"),
          config: Optional[str] = typer.Option(None, help="adapter config overrides as JSON")) -> None:
     """Print the adapter's size as JSON (reads the model config only; no weights are loaded)."""
     from .info import adapter_info
-    typer.echo(json.dumps(adapter_info(backbone, pretrained, preset, classes, _json_option(config, "config")), indent=2))
+    typer.echo(json.dumps(adapter_info(backbone, pretrained, preset, classes, json_option(config, "config")), indent=2))
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder of images per class"),
           out: Path = typer.Option(..., "--out", help="adapter directory to write"),
           shots: int = typer.Option(16, min=1, help="images per class"),
@@ -77,10 +77,10 @@ def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder 
     from tqdm import tqdm
 
     from . import AdapterConfig, TrainConfig, load_backbone, load_class_folders, save_adapter, train_adapter
-    adapter_cfg = AdapterConfig.from_dict({"preset": preset, **_json_option(config, "config")})
+    adapter_cfg = AdapterConfig.from_dict({"preset": preset, **json_option(config, "config")})
     extra = {k: v for k, v in (("lr", lr), ("batch_size", batch_size)) if v is not None}
     train_cfg = TrainConfig.from_dict({"shots": shots, "epochs": epochs, "seed": seed, **extra,
-                                       **_json_option(train_config, "train-config")})
+                                       **json_option(train_config, "train-config")})
     images, labels, class_names = load_class_folders(data_dir)
     bb = load_backbone(backbone, pretrained, device=device)
     bar = tqdm(total=None, unit="step", file=sys.stderr, dynamic_ncols=True)
@@ -101,7 +101,7 @@ def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder 
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def classify(adapter_path: Path = typer.Argument(..., metavar="ADAPTER", help="adapter directory or exported .zip"),
              images: list[Path] = typer.Argument(..., metavar="IMAGE..."),
              top_k: int = typer.Option(5, "--top-k", min=1),

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperCommand
 
-from ..cli import _json_option, _one_line_errors
+from ..cli import json_option, one_line_errors
 
 _MULTI = ("--seeds", "--shots", "--datasets", "--presets", "--targets")
 
@@ -66,8 +66,8 @@ def _settings(data_root: Path, out: Path, backbone: str, pretrained: str, device
     from .runner import EvalSettings
     return EvalSettings(data_root=data_root, out=out, backbone=backbone, pretrained=pretrained, device=device,
                         epochs=epochs, precision=precision, eval_batch_size=eval_batch_size, workers=workers,
-                        progress=not quiet, adapter_overrides=_json_option(config, "config"),
-                        train_overrides=_json_option(train_config, "train-config"))
+                        progress=not quiet, adapter_overrides=json_option(config, "config"),
+                        train_overrides=json_option(train_config, "train-config"))
 
 
 def _finish(harness, paths: tuple[Path, Path], lines: list[str]) -> None:
@@ -108,7 +108,7 @@ def _datasets(values: Optional[list[str]]) -> list[str]:
 
 
 @eval_app.command("base2novel", cls=_ListCommand)
-@_one_line_errors
+@one_line_errors
 def base2novel(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASETS, seeds: list[str] = SEEDS,
                preset: str = typer.Option("mmlop", "--preset", help="adapter preset (mmlop, ivlp, coop, zeroshot, ...)"),
                shots: int = typer.Option(16, "--shots", min=1, help="training images per base class"),
@@ -133,7 +133,7 @@ def base2novel(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATA
 
 
 @eval_app.command("fewshot", cls=_ListCommand)
-@_one_line_errors
+@one_line_errors
 def fewshot(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASETS, seeds: list[str] = SEEDS,
             shots: list[str] = typer.Option(["4", "8", "16"], "--shots", help="shots per class (space- or comma-separated)"),
             preset: str = typer.Option("mmlop", "--preset", help="adapter preset"),
@@ -159,7 +159,7 @@ def fewshot(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASET
 
 
 @eval_app.command("xd", cls=_ListCommand)
-@_one_line_errors
+@one_line_errors
 def xd(data_root: Path = DATA_ROOT, seeds: list[str] = SEEDS,
        targets: Optional[list[str]] = typer.Option(None, "--targets", help="test datasets (default: imagenetv2, "
                                                    "imagenet_sketch, imagenet_a, imagenet_r)"),
@@ -188,7 +188,7 @@ def xd(data_root: Path = DATA_ROOT, seeds: list[str] = SEEDS,
 
 
 @eval_app.command("ablation", cls=_ListCommand)
-@_one_line_errors
+@one_line_errors
 def ablation(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASETS, seeds: list[str] = SEEDS,
              presets: Optional[list[str]] = typer.Option(None, "--presets", help="presets compared (default: mmlop, "
                                                          "mmlop-fullrank, mmlop-nolscl, mmlop-noudc, mmlop-noshare, ivlp)"),
