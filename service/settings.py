@@ -78,6 +78,25 @@ class Settings(BaseSettings):
     # torch threads per process (0: torch's default).
     torch_threads: int = Field(default=0, ge=0)
 
+    # Hostile inputs (issue 5): longest class name (characters and BPE tokens; the prompt
+    # template and learned context must still fit the text encoder's 77-token context).
+    class_name_max_chars: int = Field(default=200, gt=0)
+    class_name_max_tokens: int = Field(default=40, gt=0)
+    # Per-tenant rate limit: requests per window (0 disables), window length (seconds).
+    rate_limit_requests: int = Field(default=600, ge=0)
+    rate_limit_window_s: int = Field(default=60, gt=0)
+    # Per-tenant quotas (0 disables each): live adaptations, queued+running jobs, stored bytes.
+    quota_max_adapters: int = Field(default=1000, ge=0)
+    quota_max_concurrent_jobs: int = Field(default=20, ge=0)
+    quota_max_stored_bytes: int = Field(default=20 * 1024**3, ge=0)
+    # Reconciler (worker/reconciler.py, runs in every worker's main process): seconds between
+    # passes (0 disables); age before a queued job missing from the broker is re-sent and an
+    # orphaned blob folder or temp file is removed; heartbeat age after which a running job's
+    # worker counts as dead.
+    reconcile_interval_s: float = Field(default=30.0, ge=0)
+    reconcile_grace_s: float = Field(default=60.0, ge=0)
+    job_heartbeat_timeout_s: float = Field(default=900.0, gt=0)
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
         if self.environment != Environment.development and self.secret_key == DEFAULT_SECRET_KEY:
