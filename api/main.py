@@ -12,6 +12,7 @@ from api import problem
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import adaptations, classify, health
 from api.runtime import ModelRuntime
+from api.uploads import BodyLimitMiddleware
 from service.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ def create_app() -> FastAPI:
     app.state.metrics = Metrics(app)
     problem.install(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    # Refuse oversized bodies while they stream in (issue 5); multipart framing gets 1 MB.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.upload_max_bytes + 1_000_000)
     app.include_router(health.router)
     app.include_router(adaptations.router)
     app.include_router(classify.router)

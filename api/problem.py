@@ -106,6 +106,15 @@ def _core_error_status(exc: Exception) -> tuple[int, str] | None:
     return None
 
 
+def _is_database_outage(exc: BaseException) -> bool:
+    """True for connection-level database errors (server down, connection cut, pool timeout)."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
 async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     """The one exception handler: map any exception to a problem document."""
     if isinstance(exc, ProblemError):
@@ -129,6 +138,11 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(
             request, exc.status_code, detail, headers=getattr(exc, "headers", None)
         )
+    if _is_database_outage(exc):
+        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                       exc.__class__.__name__)
+        return problem_response(request, 503, "the database is unavailable; retry later",
+                                kind="database-unavailable", headers={"Retry-After": "5"})
     mapped = _core_error_status(exc)
     if mapped is not None:
         status, kind = mapped

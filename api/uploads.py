@@ -5,12 +5,15 @@ Every check raises ``ProblemError`` (413 for size limits, 422 for bad content), 
 
 from __future__ import annotations
 
+import functools
 import io
 import stat
+import unicodedata
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -147,3 +150,114 @@ def read_archive(fh: IO[bytes], settings: Settings) -> list[ImageItem]:
             suffix = check_image(data, f"archive:{info.filename}", settings)
             items.append(ImageItem(data, suffix, parts[strip], info.filename))
         return items
+
+
+# ---- class names -------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _bpe() -> Any:
+    """open_clip's CLIP BPE tokenizer (the text encoders' vocabulary), loaded once."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def check_classes(items: list[ImageItem], class_names: list[str], settings: Settings) -> None:
+    """Reject unusable class names and classes without images (422 naming the field).
+
+    Names must be non-empty, distinct, free of control characters, at most
+    ``class_name_max_chars`` characters and ``class_name_max_tokens`` CLIP BPE tokens (longer
+    names would be cut by the 77-token text context; we refuse rather than truncate). Unicode
+    and emoji are accepted. Every class must have at least one image.
+    """
+    seen: set[str] = set()
+    for n, name in enumerate(class_names):
+        field = f"class_names[{n}]"
+        if not name.strip():
+            raise ProblemError(422, f"{field} is empty", kind="invalid-class-name", field=field)
+        if name in seen:
+            raise ProblemError(422, f"{field} {name[:60]!r} is a duplicate", kind="invalid-class-name",
+                               field=field)
+        seen.add(name)
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+            raise ProblemError(422, f"{field} holds control characters", kind="invalid-class-name",
+                               field=field)
+        if len(name) > settings.class_name_max_chars:
+            raise ProblemError(422, f"{field} has {len(name)} characters, more than the limit of "
+                               f"{settings.class_name_max_chars}", kind="invalid-class-name",
+                               field=field)
+        tokens = len(_bpe().encode(name))
+        if tokens > settings.class_name_max_tokens:
+            raise ProblemError(422, f"{field} is {tokens} text tokens long, more than the limit of "
+                               f"{settings.class_name_max_tokens} (the text encoder's context is "
+                               "77 tokens, shared with the prompt)", kind="invalid-class-name",
+                               field=field)
+    counts = Counter(item.label for item in items)
+    for n, name in enumerate(class_names):
+        if counts.get(name, 0) == 0:
+            raise ProblemError(422, f"class_names[{n}] {name[:60]!r} has no images",
+                               kind="validation-error", field=f"class_names[{n}]")
+
+
+# ---- request body limit ------------------------------------------------------------------------
+
+class BodyTooLarge(ProblemError):
+    """The request body passed the byte limit while it was being received (413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes",
+                         kind="too-large", field="body")
+
+    @property
+    def status_code(self) -> int:
+        """413 (read by handlers that map parser errors by ``status_code``)."""
+        return self.status
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes while streaming.
+
+    A declared ``Content-Length`` above the limit is answered 413 before any byte of the body
+    is read; a chunked or lying body is counted as it arrives and the read that crosses the
+    limit raises ``BodyTooLarge`` (answered 413 problem+json by the one handler), so at most
+    ``limit`` bytes plus one chunk are ever held.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Wrap ``receive`` of HTTP requests with the byte counter."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                declared = value.decode("latin-1").strip()
+                if not declared.isdigit() or int(declared) > self.limit:
+                    from starlette.requests import Request
+
+                    from api.problem import problem_response
+
+                    response = problem_response(
+                        Request(scope), 413 if declared.isdigit() else 400,
+                        f"request body is larger than the limit of {self.limit} bytes"
+                        if declared.isdigit() else "malformed Content-Length header",
+                        kind="too-large" if declared.isdigit() else "bad-request", field="body",
+                        headers={"Connection": "close"})
+                    await response(scope, receive, send)
+                    return
+        received = 0
+        limit = self.limit
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)

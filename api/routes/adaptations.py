@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
 from api.schemas import AdaptationList, AdaptationPublic
-from api.uploads import ImageItem, check_image, read_archive, read_limited
+from api.uploads import ImageItem, check_classes, check_image, read_archive, read_limited
 from service import queue
 from service.blobs import BlobStore
 from service.db import get_sessionmaker
@@ -181,6 +181,7 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
     if len(class_names) < 2:
         raise ProblemError(422, "need at least two classes", kind="validation-error",
                            field="class_names")
+    check_classes(items, class_names, settings)
     digest = _request_hash(items, class_names, adapter_cfg, train_cfg)
     with get_sessionmaker()() as session:
         tenant = session.get(Tenant, tenant_id)
