@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from sqlalchemy.orm import Session
 
+from api import ratelimit
 from api.problem import ProblemError
 from service.blobs import BlobStore, get_blob_store
 from service.db import get_sessionmaker
@@ -36,8 +37,13 @@ def _blobs() -> BlobStore:
 BlobsDep = Annotated[BlobStore, Depends(_blobs)]
 
 
-def get_tenant(request: Request, session: SessionDep) -> Tenant:
-    """The tenant of the request's ``Authorization: Bearer <key>``; 401 otherwise."""
+def get_tenant(request: Request, response: Response, session: SessionDep,
+               settings: SettingsDep) -> Tenant:
+    """The tenant of the request's ``Authorization: Bearer <key>``; 401 otherwise.
+
+    Also counts the request against the tenant's rate limit (429 + ``Retry-After`` over it) and
+    sets the ``RateLimit-*`` headers. The key itself is never logged.
+    """
     challenge = {"WWW-Authenticate": 'Bearer realm="mmlop"'}
     header = request.headers.get("authorization")
     if not header:
@@ -50,6 +56,8 @@ def get_tenant(request: Request, session: SessionDep) -> Tenant:
     tenant = authenticate(session, key.strip())
     if tenant is None:
         raise ProblemError(401, "invalid or revoked API key", kind="unauthorized", headers=challenge)
+    state = ratelimit.enforce(tenant.id, settings)
+    response.headers.update(state.headers())
     return tenant
 
 

@@ -138,6 +138,14 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(
             request, exc.status_code, detail, headers=getattr(exc, "headers", None)
         )
+    from service.quotas import QuotaExceeded
+
+    if isinstance(exc, QuotaExceeded):
+        transient = exc.quota == "concurrent_jobs"
+        return problem_response(
+            request, 429 if transient else 409, str(exc), kind="quota-exceeded",
+            reason=exc.quota, limit=exc.limit, used=exc.used,
+            headers={"Retry-After": "30"} if transient else None)
     if _is_database_outage(exc):
         logger.warning("database unavailable on %s %s: %s", request.method, request.url.path,
                        exc.__class__.__name__)

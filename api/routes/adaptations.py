@@ -19,7 +19,7 @@ from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
 from api.schemas import AdaptationList, AdaptationPublic
 from api.uploads import ImageItem, check_classes, check_image, read_archive, read_limited
-from service import queue
+from service import queue, quotas
 from service.blobs import BlobStore
 from service.db import get_sessionmaker
 from service.jobs import JobStatus, checkpoint_prefix, job_prefix, upload_key
@@ -197,6 +197,9 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
                 session.commit()
                 job = existing
     if job is None:
+        with get_sessionmaker()() as session:
+            quotas.check_new_adaptation(session, tenant_id, sum(len(i.data) for i in items),
+                                        settings, blobs)
         job = _store_new(tenant_id, items, class_names, index, digest, adapter_cfg, train_cfg,
                          idem_key, settings, blobs)
         if isinstance(job, tuple):
