@@ -52,3 +52,14 @@ def _recover_orphans(**_kwargs: object) -> None:
         recover_orphaned_jobs()
     except Exception:  # noqa: BLE001 - never keep the worker from starting
         logger.exception("orphaned-job recovery failed")
+
+
+@worker_ready.connect
+def _start_reconciler(**_kwargs: object) -> None:
+    """Start the periodic reconciler thread in the worker's main process (issue 5)."""
+    from worker.reconciler import start_background
+
+    try:
+        start_background()
+    except Exception:  # noqa: BLE001 - never keep the worker from starting
+        logger.exception("could not start the reconciler")
