@@ -216,6 +216,14 @@ def run_job(job_id: str) -> str:
         logger.warning("job %s attempt %d failed: %s", job_id, attempt, exc)
         _finish(job_id, attempt, status=JobStatus.failed.value, error=str(exc)[:2000])
         return "failed"
+    except OSError as exc:
+        # Disk full or a write error in the blob store: a clear reason; the temp dir is removed
+        # below and a checkpoint already in place is untouched (publish_dir is a rename).
+        logger.error("job %s attempt %d: blob store error: %s", job_id, attempt, exc)
+        _finish(job_id, attempt, status=JobStatus.failed.value,
+                error=f"blob store error: {exc.strerror or exc} (errno {exc.errno}); "
+                      "the checkpoint was not written"[:2000])
+        return "failed"
     except Exception as exc:
         logger.exception("job %s attempt %d crashed", job_id, attempt)
         _finish(job_id, attempt, status=JobStatus.failed.value,
