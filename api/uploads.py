@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from api.problem import ProblemError
 from service.settings import Settings
 
-_FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
+_FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
                   "TIFF": ".tif"}
 _MAX_RATIO = 200  # uncompressed / compressed size above which an entry is a zip bomb
 _SKIP_NAMES = ("__MACOSX/", ".DS_Store", "Thumbs.db")
@@ -47,13 +47,22 @@ def read_limited(fh: IO[bytes], limit: int, name: str) -> bytes:
 
 def check_image(data: bytes, name: str, settings: Settings) -> str:
     """Check that ``data`` decodes as an image within the pixel limit; returns its suffix."""
+    if not data:
+        raise ProblemError(422, f"{name} is empty (0 bytes)", kind="invalid-image", field=name)
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
             fmt = img.format or ""
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ProblemError(413, f"{name} declares more pixels than can be decoded safely "
+                           f"(limit {settings.upload_max_pixels})", kind="too-large",
+                           field=name) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ProblemError(422, f"{name} is not a readable image ({exc.__class__.__name__})",
                            kind="invalid-image", field=name) from exc
+    if fmt not in _FORMAT_SUFFIX:
+        raise ProblemError(422, f"{name} is {fmt or 'an unknown format'}; allowed formats: "
+                           f"{', '.join(_FORMAT_SUFFIX)}", kind="invalid-image", field=name)
     if width * height > settings.upload_max_pixels:
         raise ProblemError(413, f"{name} has {width}x{height} pixels, more than the limit of "
                            f"{settings.upload_max_pixels}", kind="too-large", field=name)
