@@ -1,12 +1,11 @@
 """Per-process model runtime of the API: the backbone (loaded once, in a background thread),
-a ``Predictor`` and a small LRU cache of loaded adapters (invalidated on delete)."""
+a ``Predictor`` and the :class:`api.engine.InferenceEngine` (cross-tenant batching + the
+byte-budgeted adapter cache, invalidated on delete)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 from api.problem import ProblemError
@@ -26,9 +25,8 @@ class ModelRuntime:
         self.error: str | None = None
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[str, Any] = OrderedDict()
-        # One forward at a time: torch already uses all the process's threads.
+        self.engine: Any = None  # api.engine.InferenceEngine once the backbone is loaded
+        # One forward at a time outside the engine: torch already uses all the process's threads.
         self.infer_lock = threading.Lock()
 
     def start(self) -> None:
@@ -43,6 +41,13 @@ class ModelRuntime:
 
             self.backbone = load_configured_backbone(self.settings)
             self.predictor = Predictor(self.backbone)
+            from api.engine import InferenceEngine
+
+            st = self.settings
+            self.engine = InferenceEngine(
+                self.backbone, max_batch_images=st.max_batch_images, max_wait_ms=st.max_wait_ms,
+                queue_size=st.engine_queue_size, batching=st.batching,
+                cache_bytes=st.adapter_cache_bytes, max_adapters=st.adapter_cache_size)
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and 503s
             logger.exception("backbone failed to load")
             self.error = f"{exc.__class__.__name__}: {exc}"
@@ -64,29 +69,12 @@ class ModelRuntime:
             raise ProblemError(503, f"the backbone could not be loaded: {self.error}",
                                kind="backbone-unavailable")
 
-    def adapter(self, adapter_id: str, directory: Path) -> Any:
-        """The loaded adapter ``adapter_id`` (from ``directory``), through the LRU cache."""
-        with self._lock:
-            if adapter_id in self._cache:
-                self._cache.move_to_end(adapter_id)
-                return self._cache[adapter_id]
-        from mmlop_core import load_adapter
-
-        adapter = load_adapter(directory, self.backbone)
-        with self._lock:
-            self._cache[adapter_id] = adapter
-            self._cache.move_to_end(adapter_id)
-            while len(self._cache) > self.settings.adapter_cache_size:
-                self._cache.popitem(last=False)
-        return adapter
-
     def invalidate(self, adapter_id: str) -> None:
-        """Drop ``adapter_id`` from the cache (after delete)."""
-        with self._lock:
-            self._cache.pop(adapter_id, None)
+        """Drop ``adapter_id`` (and its open-vocabulary features) from the cache (after delete)."""
+        if self.engine is not None:
+            self.engine.cache.invalidate(adapter_id)
 
     @property
     def cached(self) -> int:
         """Number of adapters currently cached."""
-        with self._lock:
-            return len(self._cache)
+        return self.engine.cache.adapters if self.engine is not None else 0

@@ -152,8 +152,12 @@ async def classify(adapter_id: str, request: Request, session: SessionDep, tenan
     runtime = request.app.state.runtime
     directory = blobs.path(checkpoint_prefix(tenant_id, adapter_id) + "/adapter")
 
-    def work() -> list[Any]:
+    def prepare() -> Any:
+        """Decode, check and preprocess off the event loop: FloatTensor (k, 3, H, W)."""
+        import torch
+
         from mmlop_core import open_image
+        from mmlop_core.images import to_rgb
 
         pil = []
         for n, (name, data) in enumerate(images):
@@ -164,12 +168,12 @@ async def classify(adapter_id: str, request: Request, session: SessionDep, tenan
         if not directory.is_dir():
             raise ProblemError(409, "checkpoint is missing from the blob store",
                                kind="adapter-not-ready", reason="missing")
-        adapter = runtime.adapter(adapter_id, directory)
-        k = min(top_k, len(class_names or trained_names))
-        with runtime.infer_lock:
-            return runtime.predictor.classify(adapter, pil, top_k=k, class_names=class_names)
+        preprocess = runtime.backbone.preprocess
+        return torch.stack([preprocess(to_rgb(im)) for im in pil])
 
-    predictions = await run_in_threadpool(work)
+    pixels = await run_in_threadpool(prepare)
+    k = min(top_k, len(class_names or trained_names))
+    predictions = await runtime.engine.classify(adapter_id, directory, pixels, k, class_names)
     results = [
         ImageResult(index=n, filename=images[n][0],
                     predictions=[PredictionPublic(label=p.label, score=float(p.score)) for p in preds])

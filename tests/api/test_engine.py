@@ -1,0 +1,174 @@
+"""The inference engine in-process (tiny backbone, no stack): cross-adapter batching equals
+per-adapter ``Predictor.classify``, backpressure, the byte-budgeted adapter cache."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmlop_core as m
+from api.engine import AdapterCache, InferenceEngine
+from api.problem import ProblemError
+from mmlop_core.adapter import Adapter
+from mmlop_core.trainer import build_prompts
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fashion_mnist" / "test"
+
+
+@pytest.fixture(scope="module")
+def backbone() -> m.Backbone:
+    torch.manual_seed(0)
+    return m.load_backbone(m.TINY_MODEL, "none", device="cpu")
+
+
+def make_adapter(backbone: m.Backbone, seed: int, classes: int = 4, **config) -> Adapter:
+    """A random (untrained) adapter: prompts of the `mmlop` preset, random unit class features."""
+    torch.manual_seed(seed)
+    cfg = m.AdapterConfig(**config)
+    prompts = build_prompts(backbone, cfg).cpu().requires_grad_(False)
+    with torch.no_grad():
+        for p in prompts.parameters():
+            p.mul_(20.0)  # large prompts so that adapters really differ
+    feats = torch.nn.functional.normalize(torch.randn(classes, backbone.embed_dim), dim=-1)
+    return Adapter(config=cfg, class_names=[f"c{seed}-{c}" for c in range(classes)], prompts=prompts,
+                   class_features=feats, image_drift=None, backbone=backbone.describe())
+
+
+@pytest.fixture(scope="module")
+def stored(backbone: m.Backbone, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Four adapters saved in a temp store: id -> checkpoint directory."""
+    root = tmp_path_factory.mktemp("store")
+    out = {}
+    for i in range(4):
+        d = root / f"a{i}"
+        m.save_adapter(make_adapter(backbone, i), d)
+        out[f"a{i}"] = d
+    return out
+
+
+def images(n: int) -> list:
+    files = sorted(p for d in sorted(FIXTURES.iterdir()) for p in sorted(d.iterdir()))[:n]
+    return [m.open_image(p.read_bytes()) for p in files]
+
+
+def pixels(backbone: m.Backbone, pil: list) -> torch.Tensor:
+    return torch.stack([backbone.preprocess(im) for im in pil])
+
+
+def test_mixed_batch_equals_predictor_per_adapter(backbone, stored):
+    pil = images(8)
+    # the batch fills exactly (4 x 2 + 3 images); the long wait covers the adapters' cold loads
+    engine = InferenceEngine(backbone, max_batch_images=11, max_wait_ms=10_000)
+    predictor = m.Predictor(backbone)
+
+    async def go():
+        px = pixels(backbone, pil)
+        calls = [engine.classify(aid, d, px[2 * i:2 * i + 2], 3) for i, (aid, d) in enumerate(stored.items())]
+        calls.append(engine.classify("a1", stored["a1"], px[:3], 2, ["cat", "dog", "shoe"]))
+        out = await asyncio.gather(*calls)
+        await engine.stop()
+        return out
+
+    out = asyncio.run(go())
+    assert engine.stats.batches == 1, "all requests should share one forward"
+    assert engine.stats.adapters_per_batch == 4
+    for i, (aid, d) in enumerate(stored.items()):
+        want = predictor.classify(m.load_adapter(d, backbone), pil[2 * i:2 * i + 2], top_k=3)
+        got = out[i]
+        assert [[p.label for p in r] for r in got] == [[p.label for p in r] for r in want]
+        for gr, wr in zip(got, want):
+            assert [p.score for p in gr] == pytest.approx([p.score for p in wr], abs=1e-4)
+    want = predictor.classify(m.load_adapter(stored["a1"], backbone), pil[:3], top_k=2,
+                              class_names=["cat", "dog", "shoe"])
+    assert [[p.label for p in r] for r in out[4]] == [[p.label for p in r] for r in want]
+    for gr, wr in zip(out[4], want):
+        assert [p.score for p in gr] == pytest.approx([p.score for p in wr], abs=1e-4)
+    # prompts differ per adapter: the same image gets different scores under a0 and a1
+    assert engine.cache.stats.vocab_misses == 1
+
+
+def test_batching_off_runs_each_request_alone(backbone, stored):
+    engine = InferenceEngine(backbone, max_wait_ms=50, batching=False)
+    px = pixels(backbone, images(2))
+
+    async def go():
+        await asyncio.gather(*(engine.classify(aid, d, px, 1) for aid, d in stored.items()))
+        await engine.stop()
+
+    asyncio.run(go())
+    assert engine.stats.batches == 4 and engine.stats.images == 8
+
+
+def test_backpressure_503_with_retry_after(backbone, stored):
+    engine = InferenceEngine(backbone, max_wait_ms=200, queue_size=4)
+    px = pixels(backbone, images(3))
+
+    async def go():
+        first = asyncio.ensure_future(engine.classify("a0", stored["a0"], px, 1))
+        await asyncio.sleep(0.1)  # loaded and queued (3 of 4), the batcher is still waiting
+        with pytest.raises(ProblemError) as err:
+            await engine.classify("a0", stored["a0"], px[:2], 1)
+        assert (await first)[0]
+        await engine.stop()
+        return err.value
+
+    err = asyncio.run(go())
+    assert err.status == 503 and err.headers["Retry-After"]
+    assert engine.stats.rejected == 1
+
+
+def test_cache_evicts_by_bytes_counts_and_invalidates(backbone, stored):
+    engine = InferenceEngine(backbone, max_wait_ms=1)
+    px = pixels(backbone, images(1))
+
+    async def go(ids):
+        for aid in ids:
+            await engine.classify(aid, stored[aid], px, 1)
+
+    asyncio.run(go(["a0"]))
+    per_adapter = engine.cache.bytes
+    assert 0 < per_adapter < 100_000
+    engine.cache.max_bytes = int(per_adapter * 2.5)  # room for two
+    asyncio.run(go(["a1", "a2", "a1", "a0"]))
+    s = engine.cache.stats
+    assert (s.hits, s.misses, s.evictions) == (1, 4, 2)
+    assert "a0" in engine.cache and "a1" in engine.cache and "a2" not in engine.cache
+    assert engine.cache.bytes <= engine.cache.max_bytes
+    engine.cache.invalidate("a1")
+    assert "a1" not in engine.cache and engine.cache.adapters == 1
+    asyncio.run(go(["a1"]))
+    assert s.misses == 5
+
+
+def test_concurrent_misses_share_one_load(tmp_path):
+    calls = []
+
+    def load(d):
+        import time
+        time.sleep(0.1)
+        calls.append(d)
+        return make_adapter(m.load_backbone(m.TINY_MODEL, "none"), 0)
+
+    cache = AdapterCache(load, 1 << 30)
+
+    async def go():
+        return await asyncio.gather(*(cache.get("x", tmp_path) for _ in range(5)))
+
+    got = asyncio.run(go())
+    assert len(calls) == 1 and all(g is got[0] for g in got)
+    cache.close()
+
+
+def test_bad_checkpoint_fails_only_its_request(backbone, stored, tmp_path):
+    engine = InferenceEngine(backbone, max_wait_ms=20)
+    px = pixels(backbone, images(1))
+
+    async def go():
+        return await asyncio.gather(engine.classify("bad", tmp_path, px, 1),
+                                    engine.classify("a0", stored["a0"], px, 1), return_exceptions=True)
+
+    bad, good = asyncio.run(go())
+    assert isinstance(bad, m.CheckpointError) and good[0][0].label.startswith("c0-")
