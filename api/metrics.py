@@ -1,4 +1,5 @@
-"""Prometheus metrics: request counts and latencies, queue depth, jobs by status, cache size."""
+"""Prometheus metrics: request counts and latencies, queue depth, jobs by status, the inference
+engine (batches, queue, rejections) and its adapter cache (hits, misses, evictions, bytes)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,6 +51,36 @@ class StateCollector:
         loaded = GaugeMetricFamily("mmlop_backbone_loaded", "1 once the backbone is loaded")
         loaded.add_metric([], 1 if runtime and runtime.loaded else 0)
         yield loaded
+        yield from engine_metrics(getattr(runtime, "engine", None))
+
+
+def engine_metrics(engine: Any):  # noqa: ANN201 - generator of metric families
+    """Counters and gauges of the inference engine and its adapter cache (zeros before it exists)."""
+    cache = engine.cache.stats if engine is not None else None
+    stats = engine.stats if engine is not None else None
+    for name, doc, value in (
+        ("mmlop_adapter_cache_hits", "Adapter cache hits", cache.hits if cache else 0),
+        ("mmlop_adapter_cache_misses", "Adapter cache misses (loads from the store)", cache.misses if cache else 0),
+        ("mmlop_adapter_cache_evictions", "Adapter cache evictions (byte budget)", cache.evictions if cache else 0),
+        ("mmlop_adapter_cache_load_errors", "Adapter loads that failed", cache.load_errors if cache else 0),
+        ("mmlop_adapter_load_seconds", "Seconds spent loading adapters from the store", cache.load_seconds if cache else 0),
+        ("mmlop_class_features_cache_hits", "Open-vocabulary class feature cache hits", cache.vocab_hits if cache else 0),
+        ("mmlop_class_features_cache_misses", "Open-vocabulary class feature cache misses", cache.vocab_misses if cache else 0),
+        ("mmlop_engine_batches", "Batched vision forwards", stats.batches if stats else 0),
+        ("mmlop_engine_images", "Images classified by the engine", stats.images if stats else 0),
+        ("mmlop_engine_rejected", "Classify requests refused because the queue was full", stats.rejected if stats else 0),
+        ("mmlop_engine_forward_seconds", "Seconds in batched forwards", stats.forward_seconds if stats else 0),
+    ):
+        family = CounterMetricFamily(name, doc)
+        family.add_metric([], value)
+        yield family
+    for name, doc, value in (
+        ("mmlop_adapter_cache_bytes", "Device bytes held by the adapter cache", engine.cache.bytes if engine else 0),
+        ("mmlop_engine_queue_images", "Images waiting for the engine", engine.queued if engine else 0),
+    ):
+        family = GaugeMetricFamily(name, doc)
+        family.add_metric([], value)
+        yield family
 
 
 class Metrics:

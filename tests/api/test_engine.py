@@ -172,3 +172,32 @@ def test_bad_checkpoint_fails_only_its_request(backbone, stored, tmp_path):
 
     bad, good = asyncio.run(go())
     assert isinstance(bad, m.CheckpointError) and good[0][0].label.startswith("c0-")
+
+
+def test_metrics_expose_cache_and_engine_counters(backbone, stored):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from api.metrics import engine_metrics
+
+    engine = InferenceEngine(backbone, max_wait_ms=1)
+    px = pixels(backbone, images(1))
+
+    async def go():
+        await engine.classify("a0", stored["a0"], px, 1)
+        await engine.classify("a0", stored["a0"], px, 1)
+        await engine.stop()
+
+    asyncio.run(go())
+
+    class Collector:
+        def collect(self):
+            yield from engine_metrics(engine)
+
+    registry = CollectorRegistry()
+    registry.register(Collector())
+    text = generate_latest(registry).decode()
+    assert "mmlop_adapter_cache_hits_total 1.0" in text
+    assert "mmlop_adapter_cache_misses_total 1.0" in text
+    assert "mmlop_adapter_cache_evictions_total 0.0" in text
+    assert "mmlop_engine_batches_total 2.0" in text
+    assert f"mmlop_adapter_cache_bytes {float(engine.cache.bytes)}" in text
