@@ -22,7 +22,7 @@ from PIL import Image
 from .adapter import Adapter
 from .backbone import Backbone
 from .config import AdapterConfig, Precision, TextInit, TrainConfig
-from .data import sample_few_shot, train_transform
+from .data import BatchAugment, sample_few_shot
 from .encoders import encode_image
 from .errors import DataError, TrainingCanceled
 from .features import frozen_class_features, prompted_class_features, served_class_features, tokenize
@@ -167,7 +167,7 @@ def _fit(backbone: Backbone, config: AdapterConfig, train: TrainConfig, prompts:
                      "trainable_parameters": prompts.trainable_parameters}
     if total_steps == 0:
         return metrics, None
-    transform = train_transform(backbone.image_size, backbone.preprocess, train.crop_scale_min, train.augment)
+    augment = BatchAugment(rgb, backbone.preprocess, backbone.image_size, train.crop_scale_min, train.augment, device)
     optimizer = torch.optim.SGD(prompts.parameters(), lr=train.lr, momentum=train.momentum,
                                 weight_decay=train.weight_decay)
     warmup_steps = min(train.warmup_epochs * steps_per_epoch, total_steps - 1) if train.warmup_epochs else 0
@@ -179,12 +179,12 @@ def _fit(backbone: Backbone, config: AdapterConfig, train: TrainConfig, prompts:
     hooks_progress = [cb.on_progress for cb in callbacks if hasattr(cb, "on_progress")]
     hooks_stop = [cb.should_stop for cb in callbacks if hasattr(cb, "should_stop")]
     for epoch in range(1, train.epochs + 1):
-        order = torch.randperm(n).tolist()
+        order = torch.randperm(n)
         drift_sum, drift_count, correct = None, 0, 0
         for b in range(steps_per_epoch):
             idx = order[b * train.batch_size:(b + 1) * train.batch_size]
-            x = torch.stack([transform(rgb[i]) for i in idx]).to(device, non_blocking=True)  # (B, 3, H, W)
-            y = targets[idx]
+            x = augment(idx)  # (B, 3, H, W)
+            y = targets[idx.to(device)]
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, warmup_steps, total_steps, train)
             with _autocast(device, train.precision):
