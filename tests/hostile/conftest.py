@@ -1,0 +1,54 @@
+"""An API-only stack with small limits for the hostile-input, identity and abuse tests.
+
+It shares the session's PostgreSQL database and Redis, but has its own task queue and no worker
+(jobs it accepts stay ``queued``; the queue is deleted afterwards).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+LIMITS = {
+    "MMLOP_UPLOAD_MAX_BYTES": str(3 * 1024 * 1024),
+    "MMLOP_UPLOAD_MAX_FILE_BYTES": str(1024 * 1024),
+    "MMLOP_UPLOAD_MAX_FILES": "20",
+    "MMLOP_UPLOAD_MAX_PIXELS": "4000000",
+    "MMLOP_RATE_LIMIT_REQUESTS": "300",
+    "MMLOP_RATE_LIMIT_WINDOW_S": "60",
+    "MMLOP_QUOTA_MAX_ADAPTERS": "4",
+    "MMLOP_QUOTA_MAX_CONCURRENT_JOBS": "2",
+    "MMLOP_QUOTA_MAX_STORED_BYTES": "1500000",
+    "MMLOP_RECONCILE_INTERVAL_S": "0",
+}
+
+
+@pytest.fixture(scope="session")
+def hostile_stack(tmp_path_factory: pytest.TempPathFactory, pg_database_url: str,
+                  redis_broker_url: str) -> Iterator["Stack"]:  # noqa: F821
+    """uvicorn with the small ``LIMITS`` on the session database; no worker."""
+    from utils.stack import REDIS_TEST_DB, Stack, base_env, delete_redis_queue
+
+    cwd = tmp_path_factory.mktemp("hostile")
+    queue = f"mmlop-hostile-{uuid.uuid4().hex[:8]}"
+    env = base_env({"MMLOP_DATABASE_URL": pg_database_url, "MMLOP_BROKER_URL": redis_broker_url,
+                    "MMLOP_BLOB_ROOT": str(cwd / "blobs"), "MMLOP_TASK_QUEUE": queue, **LIMITS})
+    stack = Stack(env=env, cwd=cwd, database_url=pg_database_url, blob_root=cwd / "blobs")
+    try:
+        stack.migrate()
+        stack.start_api()
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
+        delete_redis_queue(REDIS_TEST_DB, queue)
+
+
+@pytest.fixture
+def new_tenant(hostile_stack):
+    """A fresh tenant on the hostile stack: ``(tenant id, api key)``."""
+    from utils.factories import make_tenant
+
+    return make_tenant(hostile_stack.database_url)

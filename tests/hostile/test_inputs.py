@@ -1,0 +1,210 @@
+"""Hostile inputs on a real server (issue 5): every bad image, request, archive, class name and
+config value is a specific 4xx problem+json naming the file or field, nothing is stored half-way,
+and the server stays healthy. Odd but valid images are accepted."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+
+import pytest
+from PIL import Image
+
+from mmlop_core import open_image
+from utils.factories import make_zip
+from utils.hostile import (accepted_images, assert_nothing_stored, assert_problem, encode,
+                           rejected_images)
+
+
+def _png(color: str = "red", size: int = 8) -> bytes:
+    return encode(Image.new("RGB", (size, size), color), "PNG")
+
+
+def _pair() -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("images", ("a.png", _png("red"), "image/png")),
+            ("images", ("b.png", _png("blue"), "image/png"))]
+
+
+@pytest.mark.parametrize("name", sorted(rejected_images()))
+def test_rejected_images(hostile_stack, new_tenant, name):
+    tenant_id, key = new_tenant
+    data, ctype, status = rejected_images()[name]
+    files = [("images", (name, data, ctype))] + _pair()
+    with hostile_stack.client(key) as c:
+        body = assert_problem(c.post("/adaptations", files=files,
+                                     data={"labels": ["x", "x", "y"]}), status, "images[0]")
+        assert name in body["detail"] or name in body["field"]
+        assert_nothing_stored(hostile_stack, c, tenant_id)
+
+
+def test_rejected_image_inside_archive(hostile_stack, new_tenant):
+    tenant_id, key = new_tenant
+    archive = make_zip({"cat/bomb.png": rejected_images()["bomb.png"][0], "dog/a.png": _png()})
+    with hostile_stack.client(key) as c:
+        body = assert_problem(c.post("/adaptations", files={"archive": ("d.zip", archive)}), 413,
+                              "archive:cat/bomb.png")
+        assert "bomb.png" in body["detail"]
+        assert_nothing_stored(hostile_stack, c, tenant_id)
+
+
+def test_odd_but_valid_images_are_accepted(hostile_stack, new_tenant):
+    _, key = new_tenant
+    images = accepted_images()
+    names = sorted(images)
+    files = [("images", (n, images[n], "application/octet-stream")) for n in names]
+    labels = ["even" if k % 2 == 0 else "odd" for k in range(len(names))]
+    with hostile_stack.client(key) as c:
+        resp = c.post("/adaptations", files=files, data={"labels": labels})
+        assert resp.status_code == 202, resp.text
+        job = resp.json()
+        assert job["num_images"] == len(names)
+    # What the worker will decode (the one decoding path, mmlop_core.open_image): RGB, the
+    # first frame of an animation, alpha on white, EXIF rotation applied.
+    stored = sorted((hostile_stack.blob_root / "tenants").rglob(f"{job['id']}/uploads/*"))
+    assert len(stored) == len(names)
+    decoded = {n: open_image(p.read_bytes(), n) for n, p in zip(names, stored)}
+    assert all(img.mode == "RGB" for img in decoded.values())
+    assert decoded["rotated.jpg"].size == (20, 40)
+    assert decoded["animated.gif"].getpixel((8, 8))[0] > 200  # first frame is red
+    assert decoded["rgba.png"].getpixel((0, 0))[0] > 100  # blended on white, not black
+
+
+def _raw_post(port: int, head: bytes, chunks, read_timeout: float = 10.0) -> bytes:
+    """Send ``head`` and then ``chunks`` on a raw socket; return what the server answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                part = sock.recv(65536)
+                if not part:
+                    break
+                data += part
+        except ConnectionResetError:
+            pass
+        return data
+
+
+def test_body_over_limit_is_refused_while_streaming(hostile_stack, new_tenant):
+    tenant_id, key = new_tenant
+    limit = 3 * 1024 * 1024 + 1_000_000
+    head = (f"POST /adaptations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: multipart/form-data; boundary=zz\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    piece = b"a" * 65536
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    # Send just past the limit and never finish the body: a server that buffered the whole
+    # body before checking could not answer at all.
+    n = limit // len(piece) + 2
+    part = (b'--zz\r\nContent-Disposition: form-data; name="images"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    first = f"{len(part):x}\r\n".encode() + part + b"\r\n"
+    answer = _raw_post(hostile_stack.port, head, [first] + [chunk] * n)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert b"application/problem+json" in answer
+    # A declared Content-Length above the limit is refused before any body byte is sent.
+    head = (f"POST /adaptations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: multipart/form-data; boundary=zz\r\n"
+            f"Content-Length: {50 * 1024**3}\r\n\r\n").encode()
+    t0 = time.monotonic()
+    answer = _raw_post(hostile_stack.port, head, [])
+    assert answer.startswith(b"HTTP/1.1 413") and time.monotonic() - t0 < 5, answer[:300]
+    with hostile_stack.client(key) as c:
+        assert_nothing_stored(hostile_stack, c, tenant_id)
+
+
+def test_request_limits(hostile_stack, new_tenant):
+    tenant_id, key = new_tenant
+    png = _png()
+    with hostile_stack.client(key) as c:
+        # too many files (limit 20)
+        files = [("images", (f"{k}.png", png, "image/png")) for k in range(21)]
+        labels = ["a", "b"] * 10 + ["a"]
+        assert_problem(c.post("/adaptations", files=files, data={"labels": labels}), 413, "images")
+        many = [("images", (f"{k}.png", png, "image/png")) for k in range(200)]
+        resp = c.post("/adaptations", files=many, data={"labels": ["a"] * 200})
+        assert 400 <= resp.status_code < 500 and resp.headers["content-type"].startswith(
+            "application/problem+json")
+        # one file over the per-file limit (1 MiB)
+        big = [("images", ("big.png", b"\x89PNG" + b"\0" * (1024 * 1024 + 10), "image/png"))]
+        assert_problem(c.post("/adaptations", files=big + _pair(),
+                              data={"labels": ["a", "a", "b"]}), 413, "images[0]")
+        # a zip with too many entries, and a zip bomb made of many small entries
+        entries = {f"c{k % 2}/{k}.png": png for k in range(30)}
+        assert_problem(c.post("/adaptations", files={"archive": ("d.zip", make_zip(entries))}),
+                       413, "archive")
+        assert_nothing_stored(hostile_stack, c, tenant_id)
+
+
+CLASS_CASES = [
+    # (labels, class_names, expected field)
+    (["a", "b"], ["a", "b", "c"], "class_names[2]"),              # a class with no images
+    (["a", "b"], ["a", "a", "b"], "class_names"),                 # duplicate names
+    (["a", "b"], ["a", " ", "b"], "class_names"),                 # empty name
+    (["a", "x" * 201], None, "class_names[1]"),                   # longer than 200 characters
+    (["a", "word " * 41], None, "class_names[1]"),                # longer than 40 text tokens
+    (["a", "b\x00c"], None, "class_names[1]"),                    # control character
+    (["a", "b"], ["a", "c"], "labels"),                           # label not in class_names
+    (["a", " "], None, "labels"),                                 # empty label
+    (["a"], None, "labels"),                                      # labels do not match images
+]
+
+
+@pytest.mark.parametrize("labels,class_names,field", CLASS_CASES)
+def test_bad_labels_and_class_names(hostile_stack, new_tenant, labels, class_names, field):
+    tenant_id, key = new_tenant
+    data: dict = {"labels": labels}
+    if class_names is not None:
+        data["class_names"] = json.dumps(class_names)
+    with hostile_stack.client(key) as c:
+        assert_problem(c.post("/adaptations", files=_pair(), data=data), 422, field)
+        assert_nothing_stored(hostile_stack, c, tenant_id)
+
+
+def test_unicode_and_emoji_class_names_round_trip(hostile_stack, new_tenant):
+    _, key = new_tenant
+    names = ["chat noir \U0001F408\u200d\u2b1b", "\u72ac \u3044\u306c"]
+    with hostile_stack.client(key) as c:
+        resp = c.post("/adaptations", files=_pair(), data={"labels": names})
+        assert resp.status_code == 202, resp.text
+        assert sorted(resp.json()["class_names"]) == sorted(names)
+        again = c.get(f"/adaptations/{resp.json()['id']}").json()
+        assert sorted(again["class_names"]) == sorted(names)
+
+
+@pytest.mark.parametrize("config,field", [
+    ({"train": {"epochs": "ten"}}, "config.train"),
+    ({"train": {"epochs": -1}}, "config.train"),
+    ({"train": {"lr": -1}}, "config.train"),
+    ({"train": {"batch_size": 1e9}}, "config.train"),
+    ({"train": {"epochs": 10**6}}, "config.train"),
+    ({"adapter": {"rank": -2}}, "config.adapter"),
+    ({"adapter": {"preset": "nope"}}, "config.adapter"),
+    ({"adapter": {"unknown": 1}}, "config.adapter"),
+    ({"adapter": [1]}, "config.adapter"),
+    ({"extra": {}}, "config.extra"),
+    ("null-but-text", "config"),
+])
+def test_bad_config(hostile_stack, new_tenant, config, field):
+    tenant_id, key = new_tenant
+    raw = config if isinstance(config, str) else json.dumps(config)
+    with hostile_stack.client(key) as c:
+        assert_problem(c.post("/adaptations", files=_pair(),
+                              data={"labels": ["a", "b"], "config": raw}), 422, field)
+        assert_nothing_stored(hostile_stack, c, tenant_id)
+
+
+def test_unknown_form_fields_and_query_are_ignored_or_refused(hostile_stack, new_tenant):
+    _, key = new_tenant
+    with hostile_stack.client(key) as c:
+        resp = c.post("/adaptations", files=_pair(), data={"labels": ["a", "b"], "evil": "1"},
+                      params={"debug": "1"})
+        assert resp.status_code in (202, 422), resp.text
+        assert c.get("/healthz").status_code == 200
