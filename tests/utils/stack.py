@@ -71,6 +71,10 @@ def base_env(extra: dict[str, str]) -> dict[str, str]:
         MMLOP_TORCH_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
         MMLOP_SECRET_KEY="test-secret-key-0123456789abcdef", PYTHONUNBUFFERED="1",
         MMLOP_PROGRESS_INTERVAL_S="0.25",
+        # The periodic reconciler re-sends every queued job of the database it finds missing
+        # from its broker; test stacks sharing a database over several queues turn it off
+        # (tests/faults turn it on with their own database).
+        MMLOP_RECONCILE_INTERVAL_S="0",
     )
     env.update(extra)
     return env
