@@ -1,6 +1,6 @@
 """An API-only stack with small limits for the hostile-input, identity and abuse tests.
 
-It shares the session's PostgreSQL database and Redis, but has its own task queue and no worker
+It has its own PostgreSQL database and task queue on the shared servers, and no worker
 (jobs it accepts stay ``queued``; the queue is deleted afterwards).
 """
 
@@ -26,10 +26,13 @@ LIMITS = {
 
 
 @pytest.fixture(scope="session")
-def hostile_stack(tmp_path_factory: pytest.TempPathFactory, pg_database_url: str,
+def hostile_stack(tmp_path_factory: pytest.TempPathFactory,
                   redis_broker_url: str) -> Iterator["Stack"]:  # noqa: F821
-    """uvicorn with the small ``LIMITS`` on the session database; no worker."""
-    from utils.stack import REDIS_TEST_DB, Stack, base_env, delete_redis_queue
+    """uvicorn with the small ``LIMITS`` on its own database; no worker."""
+    from utils.stack import (REDIS_TEST_DB, Stack, base_env, create_pg_database,
+                             delete_redis_queue, drop_pg_database)
+
+    pg_database_url = create_pg_database()
 
     cwd = tmp_path_factory.mktemp("hostile")
     queue = f"mmlop-hostile-{uuid.uuid4().hex[:8]}"
@@ -44,6 +47,7 @@ def hostile_stack(tmp_path_factory: pytest.TempPathFactory, pg_database_url: str
     finally:
         stack.stop()
         delete_redis_queue(REDIS_TEST_DB, queue)
+        drop_pg_database(pg_database_url)
 
 
 @pytest.fixture
