@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api import ratelimit
@@ -16,6 +18,8 @@ from service.models import Tenant
 from service.settings import Settings, get_settings
 from service.tenants import authenticate
 
+logger = logging.getLogger(__name__)
+
 
 def get_session() -> Iterator[Session]:
     """A database session per request; rolled back if the request fails."""
@@ -23,7 +27,12 @@ def get_session() -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.close()
+        try:
+            session.close()
+        except SQLAlchemyError:
+            # The connection died (database restarted, network cut): the request has already
+            # been answered (503 if it needed the database); drop the connection quietly.
+            logger.warning("could not close a database session; its connection is discarded")
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -165,5 +165,21 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """Register ``handle_error`` for every exception class the API can raise."""
-    for cls in (ProblemError, RequestValidationError, StarletteHTTPException, Exception):
+    from sqlalchemy import exc as sa_exc
+
+    from service.quotas import QuotaExceeded
+
+    # Specific classes are handled by Starlette's ExceptionMiddleware; only ``Exception`` goes to
+    # ServerErrorMiddleware, which re-raises after answering (and so breaks the connection).
+    classes: list[type[BaseException]] = [
+        ProblemError, RequestValidationError, StarletteHTTPException, QuotaExceeded,
+        sa_exc.DBAPIError, sa_exc.TimeoutError,
+    ]
+    try:
+        from mmlop_core.errors import MMLoPError
+
+        classes.append(MMLoPError)
+    except ImportError:  # pragma: no cover - core not installed
+        pass
+    for cls in (*classes, Exception):
         app.add_exception_handler(cls, handle_error)
