@@ -17,6 +17,7 @@ the same budget, keyed by (adapter, class-name list).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -276,11 +277,12 @@ class InferenceEngine:
         batching: False runs each request's images as their own batch (for comparison).
         cache_bytes: device byte budget of the :class:`AdapterCache`.
         max_adapters: most adapters cached.
+        bf16: run the vision forward under bf16 autocast (CUDA only; ignored on CPU).
     """
 
     def __init__(self, backbone: Any, max_batch_images: int = 32, max_wait_ms: float = 5.0,
                  queue_size: int = 512, batching: bool = True, cache_bytes: int = 256 << 20,
-                 max_adapters: int = 1 << 30) -> None:
+                 max_adapters: int = 1 << 30, bf16: bool = False) -> None:
         from mmlop_core import load_adapter
 
         self.backbone = backbone
@@ -288,6 +290,7 @@ class InferenceEngine:
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self.batching = batching
+        self.bf16 = bf16 and backbone.device.type == "cuda"
         self.stats = EngineStats()
         self.cache = AdapterCache(lambda d: self._to_device(load_adapter(d, backbone)), cache_bytes, max_adapters)
         self._rows: deque[_Row] = deque()
@@ -457,10 +460,12 @@ class InferenceEngine:
             p = prompts[id(a)]
             groups.setdefault(None if p is None else tuple(p.shape), []).append(i)
         feats = torch.empty(len(batch), self.backbone.embed_dim, device=dev)
+        autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         for shape, idx in groups.items():
             px = pixels if len(idx) == len(batch) else pixels[idx]
             if shape is None:
-                out = encode_image(model, px)
+                with autocast:
+                    out = encode_image(model, px)
             else:
                 ids = [id(adapters[i]) for i in idx]
                 if len(set(ids)) == 1:
@@ -469,7 +474,8 @@ class InferenceEngine:
                     order = {k: j for j, k in enumerate(dict.fromkeys(ids))}
                     stack = torch.stack([prompts[k] for k in order])  # (A, J, n, d_v)
                     rows = stack[torch.tensor([order[k] for k in ids], device=stack.device)]  # (b, J, n, d_v)
-                out = encode_image(model, px, rows)
+                with autocast:
+                    out = encode_image(model, px, rows)
             feats[idx] = out.float()
         feats = F.normalize(feats, dim=-1)  # (B, D)
         drift = [a.image_drift if a.config.drift in (DriftMode.IMAGE, DriftMode.BOTH) else None for a in adapters]

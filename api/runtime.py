@@ -47,7 +47,8 @@ class ModelRuntime:
             self.engine = InferenceEngine(
                 self.backbone, max_batch_images=st.max_batch_images, max_wait_ms=st.max_wait_ms,
                 queue_size=st.engine_queue_size, batching=st.batching,
-                cache_bytes=st.adapter_cache_bytes, max_adapters=st.adapter_cache_size)
+                cache_bytes=st.adapter_cache_bytes, max_adapters=st.adapter_cache_size,
+                bf16=st.inference_precision == "bf16")
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and 503s
             logger.exception("backbone failed to load")
             self.error = f"{exc.__class__.__name__}: {exc}"

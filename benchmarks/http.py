@@ -1,7 +1,8 @@
 """HTTP serving benchmark: a real uvicorn server, N concurrent clients over M adapters, batching on vs off.
 
     python -m benchmarks.http [--backbone mmlop-tiny] [--pretrained none] [--clients 32]
-                              [--adapters 32] [--duration 20] [--classes 10] [--device cpu] [--json]
+                              [--adapters 32] [--duration 20] [--classes 10] [--device cpu]
+                              [--precision fp32|bf16] [--json]
 
 Builds a throwaway SQLite database and blob store holding M succeeded adaptations (random
 `mmlop` adapters, see benchmarks/common.py), then for each mode starts ``uvicorn api.main:app``
@@ -122,7 +123,8 @@ def run(backbone_name: str, pretrained: str, clients: int, n_adapters: int, dura
     """Both modes against fresh servers on one store; returns the figures as a dict."""
     backbone = m.load_backbone(backbone_name, pretrained, device="cpu")  # for the adapters' identity
     bodies = [base64.b64encode(b).decode() for b in sample_images(16)]
-    out: dict = {"backbone": backbone_name, "device": device, "clients": clients, "adapters": n_adapters,
+    out: dict = {"backbone": backbone_name, "device": device,
+                 "precision": (extra_env or {}).get("MMLOP_INFERENCE_PRECISION", "fp32"), "clients": clients, "adapters": n_adapters,
                  "classes": classes, "duration_s": duration, "modes": {}}
     with tempfile.TemporaryDirectory(prefix="mmlop-bench-http-") as tmp:
         root = Path(tmp)
@@ -158,10 +160,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per mode")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="engine forward precision (bf16 autocast on CUDA only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     a = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    res = run(a.backbone, a.pretrained, a.clients, a.adapters, a.duration, a.classes, a.device)
+    res = run(a.backbone, a.pretrained, a.clients, a.adapters, a.duration, a.classes, a.device,
+              {"MMLOP_INFERENCE_PRECISION": a.precision})
     if a.json:
         print(json.dumps(res))
         return

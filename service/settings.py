@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
     engine_queue_size: int = Field(default=512, gt=0)
     # Cross-request (cross-tenant) batching; off runs each request's images as its own batch.
     batching: bool = True
+    # Precision of the engine's vision forward: fp32, or bf16 autocast (CUDA only; CPU stays fp32).
+    inference_precision: Literal["fp32", "bf16"] = "fp32"
 
     # Jobs: most epochs a client may ask for, longest training (seconds).
     job_max_epochs: int = Field(default=200, gt=0)
