@@ -373,6 +373,11 @@ class InferenceEngine:
         if names is None or list(names) == adapter.class_names:
             feats, names_list = adapter.class_features, list(adapter.class_names)
         else:
+            if not all(names) or len(set(names)) != len(names):
+                from mmlop_core import DataError
+
+                raise DataError("class_names must be distinct non-empty strings")
+
             def compute() -> torch.Tensor:
                 with torch.no_grad():
                     tp = adapter.text_prompts()
