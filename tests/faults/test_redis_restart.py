@@ -1,11 +1,15 @@
 """Redis restarted (without persistence) while jobs are queued: the database is the source of
-truth, the worker's reconciler re-sends the lost messages, and every job succeeds exactly once."""
+truth, the worker's reconciler re-sends the lost messages, and every job succeeds exactly once.
+The same reconciler recovers jobs whose worker died elsewhere (stale heartbeat)."""
 
 from __future__ import annotations
 
 import pytest
 
-from utils.factories import make_tenant
+from datetime import datetime, timedelta, timezone
+
+from service.jobs import JobStatus
+from utils.factories import make_adaptation, make_tenant, read_adaptation
 from utils.stack import wait_for_status
 
 from .conftest import make_stack, submit_small
@@ -14,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_queued_jobs_survive_a_redis_restart(tmp_path, own_database, redis_server):
-    stack = make_stack(tmp_path, own_database, redis_server.url)
+    stack = make_stack(tmp_path, own_database, redis_server.url,
+                       {"MMLOP_JOB_HEARTBEAT_TIMEOUT_S": "60"})
     try:
         stack.migrate()
         stack.start_api()
@@ -38,5 +43,20 @@ def test_queued_jobs_survive_a_redis_restart(tmp_path, own_database, redis_serve
         assert "is queued but not in the broker; re-enqueuing" in log
         for job_id in jobs:
             assert log.count(f"job {job_id} attempt 1 succeeded") == 1
+        # Jobs left running by a worker that died on another host (stale heartbeat): re-sent
+        # and run again, or failed as "worker lost" once out of attempts.
+        stale = datetime.now(timezone.utc) - timedelta(hours=1)
+        row = read_adaptation(own_database, jobs[0])
+        again = make_adaptation(own_database, row.tenant_id, JobStatus.running, attempt=1,
+                                worker="gone-host:1", heartbeat_at=stale, images=row.images,
+                                num_images=row.num_images, class_names=row.class_names,
+                                train_config=row.train_config, adapter_config=row.adapter_config)
+        dead = make_adaptation(own_database, row.tenant_id, JobStatus.running, attempt=3,
+                               worker="gone-host:2", heartbeat_at=stale)
+        with stack.client(key) as c:
+            body = wait_for_status(c, again, {"succeeded", "failed"}, timeout=120)
+            assert body["status"] == "succeeded" and body["attempt"] == 2, body
+            body = wait_for_status(c, dead, {"succeeded", "failed"}, timeout=60)
+            assert body["status"] == "failed" and "worker lost" in body["error"], body
     finally:
         stack.stop()
