@@ -103,3 +103,24 @@ def rejected_images() -> dict[str, tuple[bytes, str, int]]:
         "bomb.gif": (gif_bomb(), "image/gif", 413),
         "bomb.tif": (tiff_bomb(), "image/tiff", 413),
     }
+
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(resp, status: int, field: str | None = None) -> dict:
+    """Check a problem+json answer of ``status`` whose ``field`` contains ``field``."""
+    assert resp.status_code == status, (resp.status_code, resp.text[:500])
+    assert resp.headers["content-type"].startswith(PROBLEM), resp.headers
+    body = resp.json()
+    assert body["status"] == status and body["title"] and body["detail"], body
+    if field is not None:
+        assert field in (body.get("field") or ""), body
+    return body
+
+
+def assert_nothing_stored(stack, client, tenant_id: str) -> None:
+    """The tenant has no adaptation row and no blob; the server is healthy."""
+    assert client.get("/adaptations").json()["total"] == 0
+    assert not list((stack.blob_root / "tenants" / tenant_id).rglob("*"))
+    assert client.get("/healthz").status_code == 200
