@@ -50,7 +50,8 @@ def _start_server(root: Path, store: dict, backbone: str, pretrained: str, devic
     env.update(MMLOP_DATABASE_URL=store["database_url"], MMLOP_BLOB_ROOT=str(store["blob_root"]),
                MMLOP_BROKER_URL=f"filesystem://{root / 'broker'}", MMLOP_SECRET_KEY=SECRET,
                MMLOP_BACKBONE=backbone, MMLOP_PRETRAINED=pretrained, MMLOP_DEVICE=device,
-               MMLOP_BATCHING="true" if batching else "false", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+               MMLOP_BATCHING="true" if batching else "false", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
+               MMLOP_RATE_LIMIT_REQUESTS="0")  # one benchmark tenant: no per-tenant rate limit
     env.update(extra_env)
     log = open(root / f"api-{'on' if batching else 'off'}.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port",

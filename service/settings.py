@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     class_name_max_chars: int = Field(default=200, gt=0)
     class_name_max_tokens: int = Field(default=40, gt=0)
     # Per-tenant rate limit: requests per window (0 disables), window length (seconds).
-    rate_limit_requests: int = Field(default=600, ge=0)
+    rate_limit_requests: int = Field(default=6000, ge=0)
     rate_limit_window_s: int = Field(default=60, gt=0)
     # Per-tenant quotas (0 disables each): live adaptations, queued+running jobs, stored bytes.
     quota_max_adapters: int = Field(default=1000, ge=0)
