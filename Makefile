@@ -12,7 +12,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 # pytest options for `make test` (e.g. PYTEST_ARGS='-m "not slow"' or a single file).
 PYTEST_ARGS ?=
-PYTEST_TIMEOUT ?= 1200
+PYTEST_TIMEOUT ?= 1800
 
 # The install is redone when pyproject.toml changes or a top-level package appears/disappears
 # (an editable install maps only the packages that existed when it ran).
