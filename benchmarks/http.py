@@ -2,7 +2,7 @@
 
     python -m benchmarks.http [--backbone mmlop-tiny] [--pretrained none] [--clients 32]
                               [--adapters 32] [--duration 20] [--classes 10] [--device cpu]
-                              [--precision fp32|bf16] [--json]
+                              [--precision fp32|bf16] [--torch-threads 0] [--json]
 
 Builds a throwaway SQLite database and blob store holding M succeeded adaptations (random
 `mmlop` adapters, see benchmarks/common.py), then for each mode starts ``uvicorn api.main:app``
@@ -125,7 +125,8 @@ def run(backbone_name: str, pretrained: str, clients: int, n_adapters: int, dura
     backbone = m.load_backbone(backbone_name, pretrained, device="cpu")  # for the adapters' identity
     bodies = [base64.b64encode(b).decode() for b in sample_images(16)]
     out: dict = {"backbone": backbone_name, "device": device,
-                 "precision": (extra_env or {}).get("MMLOP_INFERENCE_PRECISION", "fp32"), "clients": clients, "adapters": n_adapters,
+                 "precision": (extra_env or {}).get("MMLOP_INFERENCE_PRECISION", "fp32"),
+                 "torch_threads": int((extra_env or {}).get("MMLOP_TORCH_THREADS", "0")), "clients": clients, "adapters": n_adapters,
                  "classes": classes, "duration_s": duration, "modes": {}}
     with tempfile.TemporaryDirectory(prefix="mmlop-bench-http-") as tmp:
         root = Path(tmp)
@@ -163,11 +164,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="engine forward precision (bf16 autocast on CUDA only)")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="torch threads of the server (0: torch's default; 1 avoids OpenMP spin on a busy CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     a = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    res = run(a.backbone, a.pretrained, a.clients, a.adapters, a.duration, a.classes, a.device,
-              {"MMLOP_INFERENCE_PRECISION": a.precision})
+    env = {"MMLOP_INFERENCE_PRECISION": a.precision, "MMLOP_TORCH_THREADS": str(a.torch_threads)}
+    if a.torch_threads:
+        env.update(OMP_NUM_THREADS=str(a.torch_threads), MKL_NUM_THREADS=str(a.torch_threads))
+    res = run(a.backbone, a.pretrained, a.clients, a.adapters, a.duration, a.classes, a.device, env)
     if a.json:
         print(json.dumps(res))
         return
