@@ -43,6 +43,14 @@ def test_queued_jobs_survive_a_redis_restart(tmp_path, own_database, redis_serve
         assert "is queued but not in the broker; re-enqueuing" in log
         for job_id in jobs:
             assert log.count(f"job {job_id} attempt 1 succeeded") == 1
+        # Redis restarted again under the running worker: it reconnects by itself.
+        redis_server.stop()
+        redis_server.start()
+        stack.wait_ready(timeout=30)
+        with stack.client(key) as c:
+            late = submit_small(c)
+            body = wait_for_status(c, late, {"succeeded", "failed", "canceled"}, timeout=180)
+            assert body["status"] == "succeeded" and body["attempt"] == 1, body
         # Jobs left running by a worker that died on another host (stale heartbeat): re-sent
         # and run again, or failed as "worker lost" once out of attempts.
         stale = datetime.now(timezone.utc) - timedelta(hours=1)
