@@ -340,6 +340,9 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
     except ProblemError:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed multipart
+        if "Too many" in str(getattr(exc, "detail", exc)):  # the parser's file/field caps
+            raise ProblemError(413, f"more than {settings.upload_max_files} files or fields",
+                               kind="too-large", field="images") from exc
         raise ProblemError(400 if not hasattr(exc, "status_code") else exc.status_code,
                            f"malformed multipart body: {getattr(exc, 'detail', exc)}",
                            kind="bad-multipart") from exc

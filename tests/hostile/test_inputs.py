@@ -129,9 +129,8 @@ def test_request_limits(hostile_stack, new_tenant):
         labels = ["a", "b"] * 10 + ["a"]
         assert_problem(c.post("/adaptations", files=files, data={"labels": labels}), 413, "images")
         many = [("images", (f"{k}.png", png, "image/png")) for k in range(200)]
-        resp = c.post("/adaptations", files=many, data={"labels": ["a"] * 200})
-        assert 400 <= resp.status_code < 500 and resp.headers["content-type"].startswith(
-            "application/problem+json")
+        assert_problem(c.post("/adaptations", files=many, data={"labels": ["a"] * 200}), 413,
+                       "images")
         # one file over the per-file limit (1 MiB)
         big = [("images", ("big.png", b"\x89PNG" + b"\0" * (1024 * 1024 + 10), "image/png"))]
         assert_problem(c.post("/adaptations", files=big + _pair(),
