@@ -137,7 +137,9 @@ def test_copied_paths_exist_and_survive_the_dockerignore():
                 continue
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
             assert not ignored(source), f"COPY {source}: excluded by {DOCKERIGNORE.name}"
+    copied = {source.rstrip("/") for word, rest in _instructions() if word == "COPY" for source in rest.split()[:-1]}
     for package in PACKAGES:
+        assert package in copied, f"the image does not COPY {package}"
         assert not ignored(f"{package}/__init__.py"), f"{package} is excluded from the build context"
 
 
