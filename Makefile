@@ -2,7 +2,7 @@
 #   make venv   create .venv (python3.11) and `pip install -e '.[dev]'` (skipped when up to date)
 #   make run    migrate the embedded SQLite db, run API (127.0.0.1:$MMLOP_PORT) + one Celery worker
 #   make test   start PostgreSQL/Redis if needed, then pytest over tests/
-#   make bench  run every benchmarks/<name>.py as `python -m benchmarks.<name>`
+#   make bench  run every runnable benchmarks/<name>.py as `python -m benchmarks.<name>`
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -54,6 +54,7 @@ bench: venv
 	@found=0; for f in benchmarks/*.py; do \
 		[ -e "$$f" ] || continue; m=$$(basename "$$f" .py); \
 		case "$$m" in __init__|_*|conftest) continue;; esac; \
+		grep -q '__main__' "$$f" || continue; \
 		found=1; echo "== benchmarks.$$m"; "$(VPY)" -m "benchmarks.$$m"; \
 	done; \
 	[ $$found -eq 1 ] || echo "no benchmarks in benchmarks/"
