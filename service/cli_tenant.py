@@ -7,63 +7,77 @@
 
 from __future__ import annotations
 
+import functools
+
 import typer
 from sqlalchemy import select
 
 tenant_app = typer.Typer(help="Manage tenants and their API keys.", no_args_is_help=True)
 
 
+def _one_line_errors(fn):
+    """Tenant and database errors print one ``error: ...`` line and exit 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from service.tenants import TenantError
+        try:
+            return fn(*args, **kwargs)
+        except TenantError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            typer.echo(f"error: database unavailable or busy ({reason}); check MMLOP_DATABASE_URL and retry", err=True)
+            raise typer.Exit(2) from exc
+    return wrapper
+
+
 @tenant_app.command("create")
+@_one_line_errors
 def create(name: str = typer.Argument(..., help="unique tenant name")) -> None:
     """Create a tenant and print its API key (shown only this once)."""
     from service.db import session_scope
-    from service.tenants import TenantError, create_tenant
+    from service.tenants import create_tenant
 
-    try:
-        with session_scope() as session:
-            tenant, key = create_tenant(session, name)
-            tenant_id = tenant.id
-    except TenantError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    with session_scope() as session:
+        tenant, key = create_tenant(session, name)
+        tenant_id = tenant.id
     typer.echo(f"tenant {name} created (id {tenant_id}); API key, shown only once:", err=True)
     typer.echo(key)
 
 
 @tenant_app.command("key")
+@_one_line_errors
 def new_key(name: str = typer.Argument(..., help="tenant name or id")) -> None:
     """Issue an additional API key for an existing tenant (printed once)."""
     from service.db import session_scope
     from service.tenants import TenantError, find_tenant, issue_key
 
-    try:
-        with session_scope() as session:
-            tenant = find_tenant(session, name)
-            if tenant.revoked_at is not None:
-                raise TenantError(f"tenant {name!r} is revoked")
-            key = issue_key(session, tenant)
-    except TenantError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    with session_scope() as session:
+        tenant = find_tenant(session, name)
+        if tenant.revoked_at is not None:
+            raise TenantError(f"tenant {name!r} is revoked")
+        key = issue_key(session, tenant)
     typer.echo(key)
 
 
 @tenant_app.command("revoke")
+@_one_line_errors
 def revoke(name: str = typer.Argument(..., help="tenant name or id")) -> None:
     """Revoke a tenant: every one of its API keys stops working at once."""
     from service.db import session_scope
-    from service.tenants import TenantError, revoke_tenant
+    from service.tenants import revoke_tenant
 
-    try:
-        with session_scope() as session:
-            count = revoke_tenant(session, name)
-    except TenantError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    with session_scope() as session:
+        count = revoke_tenant(session, name)
     typer.echo(f"tenant {name} revoked ({count} key(s))")
 
 
 @tenant_app.command("list")
+@_one_line_errors
 def list_tenants() -> None:
     """List tenants (name, id, state)."""
     from service.db import session_scope

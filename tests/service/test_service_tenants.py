@@ -69,10 +69,21 @@ def test_tenant_cli_create_and_revoke(sqlite_url, tmp_path):
         assert authenticate(session, key, SECRET) is not None
     dup = subprocess.run(run + ["create", "globex"], env=env, cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
-    assert dup.returncode == 1 and "already exists" in dup.stderr
+    assert dup.returncode == 2 and "already exists" in dup.stderr
     revoked = subprocess.run(run + ["revoke", "globex"], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=60)
     assert revoked.returncode == 0, revoked.stderr
     with Session(engine) as session:
         assert authenticate(session, key, SECRET) is None
     engine.dispose()
+
+
+def test_tenant_cli_database_errors_are_one_line(tmp_path):
+    """Regression: a database error (e.g. SQLite busy) printed a SQLAlchemy traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMLOP_")}
+    env.update(MMLOP_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none", MMLOP_SECRET_KEY=SECRET)
+    run = [sys.executable, "-c", "from service.cli_tenant import tenant_app; tenant_app()"]
+    res = subprocess.run(run + ["create", "initech"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: database unavailable or busy") and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
