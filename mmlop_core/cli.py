@@ -54,7 +54,7 @@ def json_option(value: Optional[str], what: str) -> dict[str, Any]:
 def info(backbone: str = typer.Option("ViT-B-16", help="open_clip model name"),
          pretrained: str = typer.Option("openai", help="open_clip tag, local weights file, or 'none'"),
          preset: str = typer.Option("mmlop", help="adapter preset"),
-         classes: int = typer.Option(10, min=1, help="class count used for checkpoint_bytes"),
+         classes: int = typer.Option(10, help="class count used for checkpoint_bytes"),
          config: Optional[str] = typer.Option(None, help="adapter config overrides as JSON")) -> None:
     """Print the adapter's size as JSON (reads the model config only; no weights are loaded)."""
     from .info import adapter_info
@@ -65,8 +65,8 @@ def info(backbone: str = typer.Option("ViT-B-16", help="open_clip model name"),
 @one_line_errors
 def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder of images per class"),
           out: Path = typer.Option(..., "--out", help="adapter directory to write"),
-          shots: int = typer.Option(16, min=1, help="images per class"),
-          epochs: int = typer.Option(20, min=0), seed: int = typer.Option(1),
+          shots: int = typer.Option(16, help="images per class"),
+          epochs: int = typer.Option(20), seed: int = typer.Option(1),
           preset: str = typer.Option("mmlop"), backbone: str = typer.Option("ViT-B-16"),
           pretrained: str = typer.Option("openai"), device: str = typer.Option("auto"),
           lr: Optional[float] = typer.Option(None, help="peak learning rate (default 0.0025)"),
@@ -83,18 +83,23 @@ def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder 
                                        **json_option(train_config, "train-config")})
     images, labels, class_names = load_class_folders(data_dir)
     bb = load_backbone(backbone, pretrained, device=device)
-    bar = tqdm(total=None, unit="step", file=sys.stderr, dynamic_ncols=True)
-
     class _Bar:
-        def on_progress(self, p) -> None:
-            bar.total = p.steps
-            bar.set_postfix(epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.3f}", ips=f"{p.images_per_s:.0f}")
-            bar.update(p.step - bar.n)
+        """tqdm bar created at the first step, when the step count is known."""
 
+        bar = None
+
+        def on_progress(self, p) -> None:
+            if self.bar is None:
+                self.bar = tqdm(total=p.steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+            self.bar.set_postfix(epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.3f}", ips=f"{p.images_per_s:.0f}")
+            self.bar.update(p.step - self.bar.n)
+
+    progress = _Bar()
     try:
-        adapter = train_adapter(bb, images, labels, class_names, adapter_cfg, train_cfg, callbacks=[_Bar()])
+        adapter = train_adapter(bb, images, labels, class_names, adapter_cfg, train_cfg, callbacks=[progress])
     finally:
-        bar.close()
+        if progress.bar is not None:
+            progress.bar.close()
     size = save_adapter(adapter, out)
     typer.echo(json.dumps({"adapter": str(out), "classes": class_names, "checkpoint_bytes": size,
                            "trainable_parameters": adapter.trainable_parameters, **adapter.metrics}))
@@ -104,7 +109,7 @@ def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder 
 @one_line_errors
 def classify(adapter_path: Path = typer.Argument(..., metavar="ADAPTER", help="adapter directory or exported .zip"),
              images: list[Path] = typer.Argument(..., metavar="IMAGE..."),
-             top_k: int = typer.Option(5, "--top-k", min=1),
+             top_k: int = typer.Option(5, "--top-k"),
              pretrained: Optional[str] = typer.Option(None, help="weights source; default: the adapter's"),
              class_names: Optional[str] = typer.Option(None, help="comma-separated open-vocabulary class names"),
              device: str = typer.Option("auto"),

@@ -44,6 +44,8 @@ def adapter_info(backbone: str, pretrained: str, preset: str, classes: int = 10,
     Raises:
         ConfigError: unknown backbone or preset, invalid override, depth beyond the backbone.
     """
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ConfigError(f"classes={classes!r} must be an integer >= 1")
     sizes = tower_sizes(backbone)
     config = AdapterConfig.from_dict({"preset": preset, **(overrides or {})})
     prompts = LowRankPrompts(config, sizes["text_width"], sizes["vision_width"],
@@ -58,5 +60,5 @@ def adapter_info(backbone: str, pretrained: str, preset: str, classes: int = 10,
             "prompt_bytes_fp32": 4 * prompts.trainable_parameters,
             "checkpoint_bytes": sum(len(v) for v in files.values()), "classes": classes,
             "depth": {"text": config.text_depth, "vision": config.vision_depth},
-            "rank": config.rank, "n_ctx": config.n_ctx, "share_u": config.share_u.value,
+            "rank": config.rank, "n_ctx": config.n_ctx, "share_u": config.share_u.value if config.rank is not None else None,
             **sizes}

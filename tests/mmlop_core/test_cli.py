@@ -36,6 +36,7 @@ def test_info_prints_trainable_parameters_for_vit_b16(preset, expected):
     assert info["trainable_parameters"] == expected
     assert info["depth"] == {"text": 9, "vision": 9} and info["n_ctx"] == 4
     assert info["rank"] == (1 if preset == "mmlop" else None)
+    assert info["share_u"] == ("modalities" if preset == "mmlop" else None)  # no U factor at full rank
     assert info["checkpoint_bytes"] > 4 * expected
 
 
@@ -45,6 +46,8 @@ def test_info_prints_trainable_parameters_for_vit_b16(preset, expected):
     (["info", "--config", "{bad"], "error: --config is not valid JSON"),
     (["train", "/nonexistent", "--out", "/tmp/x"], "error: data directory '/nonexistent' does not exist"),
     (["classify", "/nonexistent", "x.png"], "error: adapter path '/nonexistent' does not exist"),
+    (["info", "--classes", "0"], "error: classes="),
+    (["train", "/nonexistent", "--out", "/tmp/x", "--shots", "0"], "error: shots=0 is out of range"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment):
     code, out = _invoke(*args)
