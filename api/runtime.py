@@ -60,6 +60,11 @@ class ModelRuntime:
         """True once the backbone is loaded and usable."""
         return self._ready.is_set() and self.predictor is not None
 
+    @property
+    def failed(self) -> bool:
+        """True once loading has finished without a usable backbone (``error`` says why)."""
+        return self._ready.is_set() and self.predictor is None
+
     def wait(self, timeout: float = 120.0) -> None:
         """Block until the backbone is loaded; 503 problem if it failed or takes too long."""
         self.start()

@@ -330,6 +330,10 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
     if not ctype.startswith("multipart/form-data"):
         raise ProblemError(415, "send multipart/form-data with `images`+`labels` or `archive`",
                            kind="unsupported-media-type")
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None and runtime.failed:  # the worker shares these settings: the job could only fail
+        raise ProblemError(503, f"the backbone could not be loaded, so no adapter can be trained: {runtime.error}",
+                           kind="backbone-unavailable")
     idem_key = request.headers.get("idempotency-key")
     if idem_key is not None and not (0 < len(idem_key) <= 200):
         raise ProblemError(422, "Idempotency-Key must be 1..200 characters",
