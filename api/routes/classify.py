@@ -149,6 +149,10 @@ async def classify(adapter_id: str, request: Request, session: SessionDep, tenan
                 or len(set(class_names)) != len(class_names):
             raise ProblemError(422, "class_names must be distinct non-empty strings",
                                kind="validation-error", field="class_names")
+        if len(class_names) < 2:  # one name would always score 1.0
+            raise ProblemError(422, "class_names needs at least two names, as a JSON list "
+                               "('[\"bag\", \"coat\"]') or one form field per name",
+                               kind="validation-error", field="class_names")
     runtime = request.app.state.runtime
     directory = blobs.path(checkpoint_prefix(tenant_id, adapter_id) + "/adapter")
 

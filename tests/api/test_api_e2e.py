@@ -7,11 +7,10 @@ tenant cannot see any of it.
 
 from __future__ import annotations
 
-import logging
-
 import base64
 import io
 import json
+import logging
 import time
 
 import pytest
@@ -85,6 +84,11 @@ def test_classify_json_and_open_vocabulary(pg_stack, trained):
         labels = {p["label"] for r in resp.json()["results"] for p in r["predictions"]}
         assert labels <= set(vocab)
         assert all(len(r["predictions"]) == 3 for r in resp.json()["results"])
+        # regression: one comma-separated field was taken as a single class name (score 1.0)
+        png = base64.b64decode(images[0])
+        for form in ({"class_names": "bag,coat"}, {"class_names": '["bag"]'}):
+            resp = c.post(f"/classify/{job['id']}", files=[("images", ("a.png", png, "image/png"))], data=form)
+            assert resp.status_code == 422 and resp.json()["field"] == "class_names", resp.text
 
 
 def test_checkpoint_loads_offline(pg_stack, trained, tmp_path):
