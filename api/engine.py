@@ -124,14 +124,9 @@ class AdapterCache:
             self._keys_of.setdefault(key[1], set()).add(key)
             self._bytes += nbytes
             self._adapters += key[0] == "a"
+            # the new entry is last in LRU order, so it is never the one evicted
             while (self._bytes > self.max_bytes or self._adapters > self.max_adapters) and len(self._entries) > 1:
-                oldest = next(iter(self._entries))
-                if oldest == key:
-                    self._entries.move_to_end(key)
-                    oldest = next(iter(self._entries))
-                    if oldest == key:
-                        break
-                self._drop(oldest)
+                self._drop(next(iter(self._entries)))
                 self.stats.evictions += 1
             return True
 
