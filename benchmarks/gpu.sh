@@ -33,9 +33,13 @@ step() {  # step NAME LIMIT_S ARGS...
         "$PYTHON" - "$OUT/$name.json" <<'PY'
 import json, sys
 res = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-for k, v in res.items():
-    if not isinstance(v, dict):
-        print(f"  {k:<28} {v:.4g}" if isinstance(v, float) else f"  {k:<28} {v}")
+def show(prefix, obj):
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            show(f"{prefix}{k}.", v)
+        else:
+            print(f"  {prefix + k:<34} {v:.4g}" if isinstance(v, float) else f"  {prefix + k:<34} {v}")
+show("", res)
 PY
     else
         echo "  FAILED (status $?); see $OUT/$name.log"; tail -5 "$OUT/$name.log"
