@@ -21,6 +21,7 @@ deliveries, and a queued one is claimed once. ``python -m worker.reconciler`` ru
 from __future__ import annotations
 
 import json
+import sys
 import logging
 import shutil
 import threading
@@ -238,4 +239,4 @@ def start_background(settings: Settings | None = None) -> threading.Thread | Non
 
 if __name__ == "__main__":  # pragma: no cover - operator entry point
     logging.basicConfig(level=logging.INFO)
-    print(json.dumps(reconcile_once()))  # noqa: T201 - CLI output
+    sys.stdout.write(json.dumps(reconcile_once()) + "\n")  # the operator command's output
