@@ -50,7 +50,11 @@ class ModelRuntime:
                 cache_bytes=st.adapter_cache_bytes, max_adapters=st.adapter_cache_size,
                 bf16=st.inference_precision == "bf16")
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and 503s
-            logger.exception("backbone failed to load")
+            from mmlop_core import MMLoPError
+            if isinstance(exc, MMLoPError):  # expected configuration problem: one line, no traceback
+                logger.error("backbone failed to load: %s", exc)
+            else:
+                logger.exception("backbone failed to load")
             self.error = f"{exc.__class__.__name__}: {exc}"
         finally:
             self._ready.set()
