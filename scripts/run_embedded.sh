@@ -99,7 +99,10 @@ shutdown() {
     fi
     stopping=1
     # A second Ctrl-C while waiting: stop waiting, kill everything now.
-    trap 'log "second signal: killing everything"; signal_groups KILL' INT TERM HUP
+    # A TERM/HUP during the graceful stop is usually the same stop relayed (make passes the group's
+    # SIGTERM on), so only a second Ctrl-C escalates; MMLOP_STOP_TIMEOUT bounds the wait anyway.
+    trap 'log "second signal: killing everything"; signal_groups KILL' INT
+    trap 'log "stop already under way (graceful, at most ${stop_timeout}s)"' TERM HUP
     if ((${#pids[@]})); then
         # SIGTERM to the main processes only: celery then does a warm shutdown (its pool child
         # finishes or requeues the running task), uvicorn drains its connections.

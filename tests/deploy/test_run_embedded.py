@@ -195,3 +195,29 @@ def test_make_run_calls_the_supervisor_with_the_venv_python():
     out = subprocess.run(["make", "-n", "-o", "venv", "run"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "scripts/run_embedded.sh" in out
     assert 'PYTHON=".venv/bin/python"' in out
+
+
+def test_relayed_sigterm_keeps_the_stop_graceful(fake_repo):
+    """Regression: a group SIGTERM (make relays it to the script as a second TERM) skipped the
+    graceful stop and SIGKILLed everything; only a second Ctrl-C escalates now."""
+    root, fake = fake_repo
+    port = free_port()
+    proc = _start(root, fake, port)
+    sid = proc.pid
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 30, alive=lambda: proc.poll() is None)
+        deadline = time.monotonic() + 10
+        while not any("fake_worker.py" in c for c in session_processes(sid).values()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.killpg(sid, signal.SIGTERM)
+        time.sleep(0.2)
+        os.kill(sid, signal.SIGTERM)  # the relayed copy
+        assert proc.wait(timeout=20) == 143
+        assert not wait_session_empty(sid, 5)
+        output = proc.stdout.read()
+        assert "stopping api worker" in output and "killing everything" not in output
+        assert "sending SIGKILL" not in output
+    finally:
+        kill_session(sid)
+        proc.stdout.close()
