@@ -196,6 +196,31 @@ class Harness:
 
     # ---- base-to-novel -------------------------------------------------------------------
 
+    def _reuse_cells(self, task: str, key: str, cells: list[tuple], records: dict, bar) -> list[tuple]:
+        """Split one dataset's cells into stored records and work still to do.
+
+        Args:
+            cells: ``(label, preset, shots, seed)`` per cell; ``label`` is the axis the task varies
+                (the preset for base2novel, the shots for fewshot).
+            records: filled in place with ``(key, label, seed) -> record`` for every reusable cell.
+
+        Returns:
+            ``(label, seed, adapter_config, train_config, settings, path)`` per cell to compute.
+        """
+        pending = []
+        for label, preset, shots, seed in cells:
+            a_cfg, t_cfg = self.configs(task, preset, key, seed)
+            settings = self.cell_settings(a_cfg, t_cfg, shots)
+            path = self.store.path(task, preset, key, shots, seed)
+            rec = self.store.load(path, settings)
+            if rec is not None:
+                records[(key, label, seed)] = rec
+                self.reused += 1
+                bar.update(1)
+            else:
+                pending.append((label, seed, a_cfg, t_cfg, settings, path))
+        return pending
+
     def base2novel(self, datasets: Sequence[str], seeds: Sequence[int], presets: Sequence[str],
                    shots: int = 16) -> dict[str, dict]:
         """Base-to-novel cells for every (dataset, preset, seed); returns per-preset summaries.
@@ -213,19 +238,8 @@ class Harness:
         records: dict[tuple[str, str, int], dict] = {}
         with self._bar(total=len(plan), desc="base2novel cells", unit="cell") as cells_bar:
             for key in keys:
-                pending = []
-                for preset in presets:
-                    for seed in seeds:
-                        a_cfg, t_cfg = self.configs("base2novel", preset, key, seed)
-                        settings = self.cell_settings(a_cfg, t_cfg, shots)
-                        path = self.store.path("base2novel", preset, key, shots, seed)
-                        rec = self.store.load(path, settings)
-                        if rec is not None:
-                            records[(key, preset, seed)] = rec
-                            self.reused += 1
-                            cells_bar.update(1)
-                        else:
-                            pending.append((preset, seed, a_cfg, t_cfg, settings, path))
+                pending = self._reuse_cells("base2novel", key, [(p, p, shots, s) for p in presets for s in seeds],
+                                            records, cells_bar)
                 if not pending:
                     continue
                 ds = load_dataset(key, self.settings.data_root)
@@ -283,19 +297,8 @@ class Harness:
         plan = [(d, k, s) for d in keys for k in shots_list for s in seeds]
         with self._bar(total=len(plan), desc="fewshot cells", unit="cell") as cells_bar:
             for key in keys:
-                pending = []
-                for k in shots_list:
-                    for seed in seeds:
-                        a_cfg, t_cfg = self.configs("fewshot", preset, key, seed)
-                        settings = self.cell_settings(a_cfg, t_cfg, k)
-                        path = self.store.path("fewshot", preset, key, k, seed)
-                        rec = self.store.load(path, settings)
-                        if rec is not None:
-                            records[(key, k, seed)] = rec
-                            self.reused += 1
-                            cells_bar.update(1)
-                        else:
-                            pending.append((k, seed, a_cfg, t_cfg, settings, path))
+                pending = self._reuse_cells("fewshot", key, [(k, preset, k, s) for k in shots_list for s in seeds],
+                                            records, cells_bar)
                 if not pending:
                     continue
                 ds = load_dataset(key, self.settings.data_root)
