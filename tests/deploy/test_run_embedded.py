@@ -100,6 +100,15 @@ def _start(root: Path, fake: Path, port: int, **extra: str) -> subprocess.Popen:
     )
 
 
+def _wait_for_api_and_worker(proc: subprocess.Popen, port: int) -> None:
+    """Block until the fake API answers /healthz and the fake worker process exists."""
+    wait_http_ok(f"http://127.0.0.1:{port}/healthz", 30, alive=lambda: proc.poll() is None)
+    deadline = time.monotonic() + 10
+    while not any("fake_worker.py" in c for c in session_processes(proc.pid).values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("stubborn", [False, True], ids=["graceful", "needs-sigkill"])
 def test_ctrl_c_stops_api_worker_and_their_children(fake_repo, stubborn):
     root, fake = fake_repo
@@ -149,11 +158,7 @@ def test_second_ctrl_c_kills_at_once(fake_repo):
     proc = _start(root, fake, port, FAKE_WORKER_STUBBORN="1", MMLOP_STOP_TIMEOUT="60")
     sid = proc.pid
     try:
-        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 30, alive=lambda: proc.poll() is None)
-        deadline = time.monotonic() + 10
-        while not any("fake_worker.py" in c for c in session_processes(sid).values()):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        _wait_for_api_and_worker(proc, port)
         os.killpg(sid, signal.SIGINT)
         time.sleep(1)
         assert proc.poll() is None  # waiting for the stubborn worker's grace period
@@ -205,11 +210,7 @@ def test_relayed_sigterm_keeps_the_stop_graceful(fake_repo):
     proc = _start(root, fake, port)
     sid = proc.pid
     try:
-        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 30, alive=lambda: proc.poll() is None)
-        deadline = time.monotonic() + 10
-        while not any("fake_worker.py" in c for c in session_processes(sid).values()):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        _wait_for_api_and_worker(proc, port)
         os.killpg(sid, signal.SIGTERM)
         time.sleep(0.2)
         os.kill(sid, signal.SIGTERM)  # the relayed copy
