@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
+from string import Formatter
 from typing import Any
 
 from .errors import ConfigError
@@ -142,8 +143,13 @@ class AdapterConfig(_DictMixin):
             _check_range(name, getattr(self, name), 0.0, 1e4)
         _check_type("init_words", self.init_words, (str,))
         _check_type("template", self.template, (str,))
-        if self.template.count("{}") != 1:
-            raise ConfigError(f"template={self.template!r} must contain '{{}}' exactly once (the class name)")
+        try:  # the replacement fields str.format would fill: only one plain '{}' may be there
+            slots = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(self.template) if name is not None]
+        except ValueError:  # an unmatched '{' or '}'
+            slots = []
+        if slots != [("", "", None)]:
+            raise ConfigError(f"template={self.template!r} must contain '{{}}' exactly once (the class name) and no "
+                              "other '{...}' field; write a literal brace as '{{' or '}}'")
         _check_type("ensemble_templates", self.ensemble_templates, (bool,))
         if self.text_init is TextInit.WORDS and self.text_depth == 0:
             raise ConfigError("text_init='words' needs text prompts; set text_depth >= 1")

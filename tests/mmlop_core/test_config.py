@@ -72,3 +72,26 @@ def test_depth_beyond_backbone_is_refused():
 def test_every_preset_builds():
     for name in PRESETS:
         LowRankPrompts(AdapterConfig.from_preset(name), 64, 96, 12, 12)
+
+
+@pytest.mark.parametrize("template", [
+    "a photo of a {} {foo}",   # a named field: str.format raised KeyError: 'foo' in the worker
+    "a photo of a {0}",        # positional index
+    "a {} and a {}",           # two class-name slots
+    "a photo of a {!r}",       # conversion
+    "a photo of a {:>20}",     # format spec
+    "a photo of a {} {",       # unbalanced brace
+    "a photo of a {} }",
+    "a photo of a {{}}",       # escaped braces: no replacement field at all
+    "a photo of a {}.{}",
+])
+def test_template_needs_exactly_one_plain_slot(template):
+    with pytest.raises(ConfigError) as exc:
+        AdapterConfig.from_dict({"template": template})
+    assert "template=" in str(exc.value)
+
+
+@pytest.mark.parametrize("template", ["a photo of a {}.", "{}", "a {{curly}} photo of a {}", "itap of the {}."])
+def test_valid_templates_format_with_one_name(template):
+    cfg = AdapterConfig.from_dict({"template": template})
+    assert "bag" in cfg.template.format("bag")
