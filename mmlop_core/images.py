@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import warnings
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
@@ -16,8 +17,8 @@ def open_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_P
     """Decode `data` into an RGB image with EXIF orientation applied.
 
     Only formats in :data:`ALLOWED_FORMATS` are accepted; animated images give their first
-    frame; palette, grayscale, 16-bit, CMYK and alpha images are converted to RGB (alpha is
-    composited on white).
+    frame; palette, grayscale, 16-bit, 32-bit float, CMYK and alpha images are converted to
+    RGB (alpha is composited on white; float images must hold values in [0, 1], 1.0 white).
 
     Args:
         data: encoded image bytes.
@@ -28,8 +29,8 @@ def open_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_P
         PIL image in mode ``"RGB"``, fully decoded.
 
     Raises:
-        ImageError: empty, truncated, not an image, a format outside the allowlist, or over
-            `max_pixels`.
+        ImageError: empty, truncated, not an image, a format outside the allowlist, over
+            `max_pixels`, or a float image with values outside [0, 1].
     """
     if not data:
         raise ImageError(f"{name}: file is empty")
@@ -50,13 +51,23 @@ def open_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_P
         raise ImageError(f"{name}: not a decodable image; allowed formats: {', '.join(ALLOWED_FORMATS)}") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"{name}: image data is corrupt or truncated ({type(exc).__name__})") from exc
-    return to_rgb(img)
+    return to_rgb(img, name)
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB; transparency is composited on a white background."""
+def to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited on a white background.
+
+    16-bit integer images are scaled by 1/257; 32-bit float images (mode ``"F"``, e.g. a float
+    TIFF) by 255, since 1.0 is white in float images. A float image with values outside
+    [0, 1] (or NaN, infinity) is refused rather than guessed: clipping turned [0, 1] data black.
+
+    Raises:
+        ImageError: a float image with values outside [0, 1]; `name` is used in the message.
+    """
     if img.mode == "RGB":
         return img
+    if img.mode == "F":
+        return _float_to_l(img, name).convert("RGB")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -64,3 +75,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         img = img.point(lambda v: v / 257).convert("L")
     return img.convert("RGB")
+
+
+def _float_to_l(img: Image.Image, name: str) -> Image.Image:
+    """Mode ``"F"`` with values in [0, 1] -> mode ``"L"`` (0..255, rounded); else ImageError."""
+    pixels = np.asarray(img, dtype=np.float32)  # (H, W)
+    if not np.isfinite(pixels).all():
+        raise ImageError(f"{name}: 32-bit float image holds NaN or infinite values; float images must hold "
+                         "values in [0, 1] (or save it with 8 or 16 bits per channel)")
+    if pixels.size and (pixels.min() < 0.0 or pixels.max() > 1.0):
+        raise ImageError(f"{name}: 32-bit float image with values from {pixels.min():g} to {pixels.max():g}; "
+                         "float images must hold values in [0, 1] (or save it with 8 or 16 bits per channel)")
+    return Image.fromarray(np.rint(pixels * 255.0).astype(np.uint8))

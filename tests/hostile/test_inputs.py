@@ -69,6 +69,7 @@ def test_odd_but_valid_images_are_accepted(hostile_stack, new_tenant):
     assert decoded["rotated.jpg"].size == (20, 40)
     assert decoded["animated.gif"].getpixel((8, 8))[0] > 200  # first frame is red
     assert decoded["rgba.png"].getpixel((0, 0))[0] > 100  # blended on white, not black
+    assert decoded["float32.tif"].getpixel((8, 8)) == (204, 204, 204)  # 0.8 * 255, not clipped to black
 
 
 def _raw_post(port: int, head: bytes, chunks, read_timeout: float = 10.0) -> bytes:

@@ -50,3 +50,32 @@ def test_bad_bytes_are_image_errors(data, fragment):
 def test_pixel_limit():
     with pytest.raises(m.ImageError, match="exceeds the limit of 100 pixels"):
         m.open_image(_png(size=(20, 20)), max_pixels=100)
+
+
+def _float_tiff(values) -> bytes:
+    """A real 32-bit float TIFF (Pillow mode "F", SampleFormat 3) of `values`, rows x columns."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(values, dtype=np.float32)).save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+def test_float_tiff_in_unit_range_is_scaled_to_8_bit():
+    """1.0 is white in float images: [0, 1] used to be clipped to 0..1 of 255 (almost black)."""
+    data = _float_tiff([[0.0, 0.25, 0.5, 1.0]] * 2)
+    assert Image.open(io.BytesIO(data)).mode == "F"
+    img = m.open_image(data, name="scan.tif")
+    assert img.mode == "RGB"
+    assert [img.getpixel((x, 0)) for x in range(4)] == [(0, 0, 0), (64, 64, 64), (128, 128, 128), (255, 255, 255)]
+
+
+@pytest.mark.parametrize("values", [
+    [[0.0, 2.0]],             # above 1: the range is not known, so it is not guessed
+    [[-0.5, 0.5]],            # negative
+    [[0.5, float("nan")]],
+    [[0.5, float("inf")]],
+])
+def test_float_tiff_outside_unit_range_is_refused(values):
+    with pytest.raises(m.ImageError, match=r"scan\.tif: .*float.*\[0, 1\]"):
+        m.open_image(_float_tiff(values), name="scan.tif")

@@ -83,6 +83,7 @@ def accepted_images() -> dict[str, bytes]:
         "animated.gif": animated_gif(),
         "rotated.jpg": exif_rotated_jpeg(),
         "image.webp": encode(Image.new("RGB", (16, 16), "green"), "WEBP"),
+        "float32.tif": encode(Image.new("F", (16, 16), 0.8), "TIFF"),  # values in [0, 1]: 0.8 is light grey
     }
 
 
@@ -98,6 +99,7 @@ def rejected_images() -> dict[str, tuple[bytes, str, int]]:
         "drawing.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
                         b'<rect width="10" height="10"/></svg>', "image/svg+xml", 422),
         "page.jpg": (b"<!DOCTYPE html><html><body>hi</body></html>", "image/jpeg", 422),
+        "float_over_one.tif": (encode(Image.new("F", (16, 16), 7.5), "TIFF"), "image/tiff", 422),
         "photo.heic": (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64, "image/heic", 422),
         "bomb.png": (png_bomb(), "image/png", 413),
         "bomb.gif": (gif_bomb(), "image/gif", 413),
