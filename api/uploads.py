@@ -171,6 +171,14 @@ def _bpe() -> Any:
     return SimpleTokenizer()
 
 
+TEXT_CONTEXT = 77  # CLIP's text context in tokens, start and end of text included
+
+
+def text_tokens(text: str) -> int:
+    """Number of CLIP BPE tokens of ``text``, without the start and end tokens."""
+    return len(_bpe().encode(text))
+
+
 def check_classes(items: list[ImageItem], class_names: list[str], settings: Settings) -> None:
     """Reject unusable class names and classes without images (422 naming the field).
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from api.config_form import check_template, parse_config
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
 from api.schemas import AdaptationList, AdaptationPublic
@@ -47,7 +48,8 @@ _CREATE_BODY = {
                         "class_names": {"type": "array", "items": {"type": "string"},
                                         "description": "class order (default: sorted labels)"},
                         "config": {"type": "string",
-                                   "description": 'JSON {"adapter": {...}, "train": {...}}'},
+                                   "description": 'JSON {"adapter": {...}, "train": {...}} or flat '
+                                                  '{"preset": "mmlop", "epochs": 5, ...}'},
                     },
                 }
             }
@@ -73,52 +75,6 @@ def get_owned(session: Session, tenant: Tenant, adaptation_id: str) -> Adaptatio
 def to_public(job: Adaptation) -> AdaptationPublic:
     """Response model of a job."""
     return AdaptationPublic.model_validate(job)
-
-
-def _parse_config(raw: str | None, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validate the ``config`` field; returns normalised (adapter, train) dicts."""
-    from mmlop_core import AdapterConfig, ConfigError, TrainConfig
-
-    data: Any = {}
-    if raw:
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ProblemError(422, f"config is not valid JSON: {exc.msg} at {exc.pos}",
-                               kind="invalid-config", field="config") from exc
-    if not isinstance(data, dict):
-        raise ProblemError(422, "config must be a JSON object {\"adapter\": {...}, \"train\": {...}}",
-                           kind="invalid-config", field="config")
-    unknown = set(data) - {"adapter", "train"}
-    if unknown:
-        name = sorted(unknown)[0]
-        raise ProblemError(422, f"config.{name}: unknown key; expected 'adapter' and/or 'train'",
-                           kind="invalid-config", field=f"config.{name}")
-    out = []
-    for key, cls in (("adapter", AdapterConfig), ("train", TrainConfig)):
-        part = data.get(key) or {}
-        if not isinstance(part, dict):
-            raise ProblemError(422, f"config.{key} must be a JSON object", kind="invalid-config",
-                               field=f"config.{key}")
-        try:
-            out.append(cls.from_dict(part).to_dict())
-        except ConfigError as exc:
-            field = getattr(exc, "field", None)
-            raise ProblemError(422, f"config.{key}: {exc}", kind="invalid-config",
-                               field=f"config.{key}" + (f".{field}" if field else "")) from exc
-        except (TypeError, ValueError) as exc:
-            raise ProblemError(422, f"config.{key}: {exc}", kind="invalid-config",
-                               field=f"config.{key}") from exc
-    adapter_cfg, train_cfg = out
-    epochs = train_cfg.get("epochs")
-    if isinstance(epochs, int) and epochs > settings.job_max_epochs:
-        raise ProblemError(422, f"config.train.epochs: {epochs} is above the limit of "
-                           f"{settings.job_max_epochs}", kind="invalid-config",
-                           field="config.train.epochs")
-    max_s = train_cfg.get("max_seconds")
-    train_cfg["max_seconds"] = min(max_s, settings.job_max_seconds) if max_s else \
-        settings.job_max_seconds
-    return adapter_cfg, train_cfg
 
 
 def _parse_class_names(values: list[str]) -> list[str] | None:
@@ -170,7 +126,8 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
     if not items:
         raise ProblemError(422, "no training images; send `images` + `labels` or an `archive`",
                            kind="validation-error", field="images")
-    adapter_cfg, train_cfg = _parse_config(raw_config, settings)
+    config = parse_config(raw_config, settings)
+    adapter_cfg, train_cfg = config.adapter, config.train
     labels_seen = sorted({i.label for i in items})
     class_names = class_names_in or labels_seen
     index = {name: k for k, name in enumerate(class_names)}
@@ -182,6 +139,7 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
         raise ProblemError(422, "need at least two classes", kind="validation-error",
                            field="class_names")
     check_classes(items, class_names, settings)
+    check_template(config, class_names)
     digest = _request_hash(items, class_names, adapter_cfg, train_cfg)
     with get_sessionmaker()() as session:
         tenant = session.get(Tenant, tenant_id)

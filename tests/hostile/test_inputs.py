@@ -201,6 +201,77 @@ def test_bad_config(hostile_stack, new_tenant, config, field):
         assert_nothing_stored(hostile_stack, c, tenant_id)
 
 
+_LONG_NAME = " ".join(["word"] * 40)  # 40 text tokens: the longest class name allowed
+
+
+@pytest.mark.parametrize("config,labels,field", [
+    # a named field: the worker used to fail with "internal error: KeyError: 'foo'"
+    ({"adapter": {"template": "a photo of a {} {foo}"}}, ["a", "b"], "config.adapter.template"),
+    ({"adapter": {"template": "a photo of a {0}"}}, ["a", "b"], "config.adapter.template"),
+    ({"adapter": {"template": "a {} and a {}"}}, ["a", "b"], "config.adapter.template"),
+    # 80 words: over the 77-token text context whatever the class names (the job used to fail later)
+    ({"adapter": {"template": "a " * 80 + "photo of a {}."}}, ["a", "b"], "config.adapter.template"),
+    # fits alone and with short names, not with the longest class name of this request
+    ({"adapter": {"template": "a " * 36 + "photo of a {}."}}, ["a", _LONG_NAME], "config.adapter.template"),
+    # the flat form names the key as written
+    ({"template": "a photo of a {} {foo}"}, ["a", "b"], "config.template"),
+])
+def test_bad_template_is_refused_at_submission(hostile_stack, new_tenant, config, labels, field):
+    tenant_id, key = new_tenant
+    with hostile_stack.client(key) as c:
+        body = assert_problem(c.post("/adaptations", files=_pair(),
+                                     data={"labels": labels, "config": json.dumps(config)}), 422, field)
+        assert body["field"] == field
+        assert "KeyError" not in body["detail"] and "IndexError" not in body["detail"]
+        assert_nothing_stored(hostile_stack, c, tenant_id)
+
+
+def test_template_that_fits_the_longest_name_is_accepted(hostile_stack, new_tenant):
+    _, key = new_tenant
+    config = {"adapter": {"template": "a " * 30 + "photo of a {}."}}  # 2 + 34 + 1 + 40 = 77 tokens at most
+    with hostile_stack.client(key) as c:
+        resp = c.post("/adaptations", files=_pair(), data={"labels": ["a", _LONG_NAME], "config": json.dumps(config)})
+        assert resp.status_code == 202, resp.text
+
+
+def test_flat_config_maps_each_key_to_its_part(hostile_stack, new_tenant):
+    _, key = new_tenant
+    flat = {"preset": "mmlop", "epochs": 5, "shots": 16, "seed": 1}
+    nested = {"adapter": {"preset": "mmlop"}, "train": {"epochs": 5, "shots": 16, "seed": 1}}
+    with hostile_stack.client(key) as c:
+        first = c.post("/adaptations", files=_pair(), data={"labels": ["a", "b"], "config": json.dumps(flat)},
+                       headers={"Idempotency-Key": "flat-or-nested"})
+        assert first.status_code == 202, first.text
+        job = first.json()
+        assert job["adapter_config"]["preset"] == "mmlop"
+        assert (job["train_config"]["epochs"], job["train_config"]["shots"], job["train_config"]["seed"]) == (5, 16, 1)
+        # the same request in the nested form is the same request (replayed, not a second job)
+        again = c.post("/adaptations", files=_pair(), data={"labels": ["a", "b"], "config": json.dumps(nested)},
+                       headers={"Idempotency-Key": "flat-or-nested"})
+        assert again.status_code == 202 and again.json()["id"] == job["id"], again.text
+        # a section and flat keys together are fine when no key is given twice
+        mixed = c.post("/adaptations", files=_pair(),
+                       data={"labels": ["a", "b"], "config": json.dumps({"adapter": {"preset": "ivlp"}, "epochs": 2})})
+        assert mixed.status_code == 202, mixed.text
+        assert mixed.json()["adapter_config"]["rank"] is None and mixed.json()["train_config"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("config,field", [
+    ({"preset": "mmlop", "epochz": 5}, "config.epochz"),           # a key of neither part
+    ({"epochs": 5, "train": {"epochs": 6}}, "config.epochs"),      # the same key flat and nested
+    ({"epochs": "five"}, "config.epochs"),                         # a bad value names the flat key
+    ({"preset": "nope", "epochs": 5}, "config.preset"),
+    ({"train": {"epochs": -1}}, "config.train.epochs"),            # and the nested key
+])
+def test_bad_flat_config(hostile_stack, new_tenant, config, field):
+    tenant_id, key = new_tenant
+    with hostile_stack.client(key) as c:
+        body = assert_problem(c.post("/adaptations", files=_pair(),
+                                     data={"labels": ["a", "b"], "config": json.dumps(config)}), 422, field)
+        assert body["field"] == field
+        assert_nothing_stored(hostile_stack, c, tenant_id)
+
+
 def test_unknown_form_fields_and_query_are_ignored_or_refused(hostile_stack, new_tenant):
     _, key = new_tenant
     with hostile_stack.client(key) as c:
