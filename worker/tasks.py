@@ -225,9 +225,11 @@ def run_job(job_id: str) -> str:
                       "the checkpoint was not written"[:2000])
         return "failed"
     except Exception as exc:
-        logger.exception("job %s attempt %d crashed", job_id, attempt)
+        # The exception's class and text go to the log only: they describe our code, not the
+        # user's input, and may hold paths or internals.
+        logger.exception("job %s attempt %d crashed: %s", job_id, attempt, exc.__class__.__name__)
         _finish(job_id, attempt, status=JobStatus.failed.value,
-                error=f"internal error: {exc.__class__.__name__}: {exc}"[:2000])
+                error=f"internal error while training; it has been logged (job {job_id})")
         return "failed"
     finally:
         if tmp is not None:

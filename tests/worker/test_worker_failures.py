@@ -47,3 +47,27 @@ def test_poison_message_gives_up_after_max_attempts(pg_stack, tenant_factory):
     row = _wait_terminal(pg_stack, job_id)
     assert row.status == "failed" and row.attempt == 3
     assert "gave up after 3 attempts" in row.error
+
+
+def test_internal_error_text_never_reaches_the_user(pg_stack, tenant_factory):
+    """A crash the library does not anticipate (here a corrupt manifest row) fails the job with
+    a fixed message; the exception class and text go to the worker's log only (issue 12, C.6)."""
+    tenant_id, key = tenant_factory()
+    job_id = make_adaptation(pg_stack.database_url, tenant_id, images=[["not-a-key-label-pair"]], num_images=1)
+    _send(pg_stack, job_id)
+    row = _wait_terminal(pg_stack, job_id)
+    assert row.status == "failed"
+    assert "ValueError" not in row.error and "unpack" not in row.error, row.error
+    assert "internal error" in row.error and job_id in row.error
+    with pg_stack.client(key) as c:
+        assert c.get(f"/adaptations/{job_id}").json()["error"] == row.error
+
+
+def test_template_with_a_named_field_fails_with_the_config_message(pg_stack, tenant_factory):
+    """A row written before templates were checked at submission: the worker names the template,
+    not ``KeyError: 'foo'``."""
+    tenant_id, _ = tenant_factory()
+    job_id = make_adaptation(pg_stack.database_url, tenant_id, adapter_config={"template": "a photo of a {} {foo}"})
+    _send(pg_stack, job_id)
+    row = _wait_terminal(pg_stack, job_id)
+    assert row.status == "failed" and "template=" in row.error and "KeyError" not in row.error, row.error
