@@ -64,7 +64,9 @@ def _validate(images: Sequence[Image.Image], labels: Sequence[int], class_names:
     if len(images) != len(labels):
         raise DataError(f"{len(images)} images but {len(labels)} labels; give one label per image")
     if not class_names:
-        raise DataError("class_names is empty; give at least one class")
+        raise DataError("class_names is empty; give at least two classes")
+    if len(class_names) < 2:  # the softmax over one class is 1.0 for every image
+        raise DataError(f"only one class ({str(class_names[0])[:60]!r}); give at least two classes")
     names = [n.strip() if isinstance(n, str) else n for n in class_names]
     if any(not isinstance(n, str) or not n for n in names):
         raise DataError("class names must be non-empty strings")

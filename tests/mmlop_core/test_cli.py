@@ -54,6 +54,19 @@ def test_bad_input_is_one_line_and_exit_2(args, fragment):
     assert code == 2 and fragment in out and "Traceback" not in out
 
 
+def test_train_refuses_a_single_class(tmp_path):
+    """One class folder used to train (exit 0, train_accuracy 1.0, every prediction that class)."""
+    data = tmp_path / "data"
+    (data / "coat").mkdir(parents=True)
+    for photo in sorted((TRAIN_DIR / "coat").glob("*.png"))[:4]:
+        (data / "coat" / photo.name).write_bytes(photo.read_bytes())
+    code, out = _invoke("train", data, "--out", tmp_path / "adapter", "--epochs", 1, "--backbone", m.TINY_MODEL,
+                        "--pretrained", "none", "--device", "cpu")
+    assert code == 2 and "Traceback" not in out, out
+    assert out.strip().splitlines() == [out.strip()] and out.startswith("error: ") and "at least two classes" in out
+    assert not (tmp_path / "adapter").exists()
+
+
 def _accuracy(adapter: m.Adapter) -> float:
     images, labels, names = fashion("test")
     pred = m.Predictor(tiny_backbone())

@@ -83,6 +83,7 @@ def test_zero_shot_preset_trains_nothing():
     ([0, 1, 1, 0], ["a", "a"], "class name 'a' appears more than once"),
     ([0, 1, 1, 0], ["a", " "], "non-empty strings"),
     ([0, 0, 0, 0], [], "class_names is empty"),
+    ([0, 0, 0, 0], ["coat"], "at least two classes"),  # one class: every prediction would be it
 ])
 def test_bad_training_input_is_a_data_error(labels, names, fragment):
     images = fashion("train")[0][:4]
