@@ -36,6 +36,31 @@ class ImageItem:
     filename: str
 
 
+async def read_form(request: Any, max_images: int, max_fields: int, fields_name: str) -> Any:
+    """The multipart form of ``request``, parsed with caps of ``max_images + 1`` files and ``max_fields`` fields.
+
+    The one place every route parses a form, so each "too many" gets the same answer: past the
+    parser's caps it is 413 ``too-large`` (field ``images`` for files, ``fields_name`` for text
+    fields, e.g. the labels that go with the images), as the routes' own count checks answer just
+    over the limit. Any other parse failure is 400 ``bad-multipart``; a body over the byte limit
+    stays its 413.
+    """
+    try:
+        return await request.form(max_files=max_images + 1, max_fields=max_fields)
+    except ProblemError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the parser's errors (HTTPException, MultiPartException)
+        detail = str(getattr(exc, "detail", exc))
+        if detail.startswith("Too many files"):
+            raise ProblemError(413, f"more than the limit of {max_images} images", kind="too-large",
+                               field="images") from exc
+        if detail.startswith("Too many fields"):
+            raise ProblemError(413, f"more than the limit of {max_fields} form fields", kind="too-large",
+                               field=fields_name) from exc
+        raise ProblemError(getattr(exc, "status_code", 400), f"malformed multipart body: {detail}",
+                           kind="bad-multipart") from exc
+
+
 def read_limited(fh: IO[bytes], limit: int, name: str) -> bytes:
     """Read at most ``limit`` bytes from ``fh``; 413 naming ``name`` if there are more."""
     data = fh.read(limit + 1)

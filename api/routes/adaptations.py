@@ -19,7 +19,7 @@ from api.config_form import check_template, parse_config
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
 from api.schemas import AdaptationList, AdaptationPublic
-from api.uploads import ImageItem, check_classes, check_image, read_archive, read_limited
+from api.uploads import ImageItem, check_classes, check_image, read_archive, read_form, read_limited
 from service import queue, quotas
 from service.blobs import BlobStore
 from service.db import get_sessionmaker
@@ -296,18 +296,8 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
     if idem_key is not None and not (0 < len(idem_key) <= 200):
         raise ProblemError(422, "Idempotency-Key must be 1..200 characters",
                            kind="validation-error", field="Idempotency-Key")
-    try:
-        form = await request.form(max_files=settings.upload_max_files + 1,
-                                  max_fields=settings.upload_max_files * 2 + 100)
-    except ProblemError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - malformed multipart
-        if "Too many" in str(getattr(exc, "detail", exc)):  # the parser's file/field caps
-            raise ProblemError(413, f"more than {settings.upload_max_files} files or fields",
-                               kind="too-large", field="images") from exc
-        raise ProblemError(400 if not hasattr(exc, "status_code") else exc.status_code,
-                           f"malformed multipart body: {getattr(exc, 'detail', exc)}",
-                           kind="bad-multipart") from exc
+    form = await read_form(request, settings.upload_max_files, settings.upload_max_files * 2 + 100,
+                           fields_name="images")
     try:
         items, class_names, config = await run_in_threadpool(_collect_items, form, settings)
         job, _created = await run_in_threadpool(

@@ -17,7 +17,7 @@ from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
 from api.routes.adaptations import get_owned
 from api.schemas import ClassifyJSON, ClassifyPublic, ImageResult, PredictionPublic
-from api.uploads import check_image, read_limited
+from api.uploads import check_image, read_form, read_limited
 from service.jobs import JobStatus, checkpoint_prefix
 
 logger = logging.getLogger(__name__)
@@ -87,12 +87,7 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
         top_k = _int_field(top_k_q, "top_k", body.top_k)
         return images, top_k, body.class_names
     if ctype.startswith("multipart/form-data"):
-        try:
-            form = await request.form(max_files=settings.classify_max_images + 1, max_fields=1000)
-        except Exception as exc:  # noqa: BLE001
-            raise ProblemError(getattr(exc, "status_code", 400),
-                               f"malformed multipart body: {getattr(exc, 'detail', exc)}",
-                               kind="bad-multipart") from exc
+        form = await read_form(request, settings.classify_max_images, 1000, fields_name="class_names")
         try:
             uploads = [v for v in form.getlist("images") if isinstance(v, UploadFile)]
             images = []

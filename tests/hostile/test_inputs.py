@@ -143,6 +143,41 @@ def test_request_limits(hostile_stack, new_tenant):
         assert_nothing_stored(hostile_stack, c, tenant_id)
 
 
+def test_too_many_is_413_too_large_on_every_route(hostile_stack, new_tenant):
+    """Just over a count limit and far over it (where the multipart parser itself stops) give the
+    same answer on every route: 413 ``too-large`` naming the part. Classify with 1001 images
+    used to answer 400 ``bad-multipart``."""
+    from service.jobs import JobStatus
+    from utils.factories import make_adaptation
+
+    tenant_id, key = new_tenant
+    png = _png()
+    job_id = make_adaptation(hostile_stack.database_url, tenant_id, JobStatus.succeeded)
+    classify_max = 64  # settings.classify_max_images (default)
+    upload_max = 20  # LIMITS["MMLOP_UPLOAD_MAX_FILES"]
+
+    def images(n):
+        return [("images", (f"{k}.png", png, "image/png")) for k in range(n)]
+
+    with hostile_stack.client(key) as c:
+        answers = {
+            "adaptations, just over": c.post("/adaptations", files=images(upload_max + 1),
+                                             data={"labels": ["a", "b"] * (upload_max // 2) + ["a"]}),
+            "adaptations, far over": c.post("/adaptations", files=images(1001), data={"labels": ["a"] * 1001}),
+            "archive entries": c.post("/adaptations", files={"archive": ("d.zip", make_zip(
+                {f"c{k % 2}/{k}.png": png for k in range(upload_max + 10)}))}),
+            "classify, just over": c.post(f"/classify/{job_id}", files=images(classify_max + 1)),
+            "classify, far over": c.post(f"/classify/{job_id}", files=images(1001)),
+            "classify JSON": c.post(f"/classify/{job_id}", json={"images": ["aGk="] * (classify_max + 1)}),
+        }
+        for case, resp in answers.items():
+            body = assert_problem(resp, 413)
+            assert body["type"].endswith("/too-large"), (case, body)
+            assert body["field"] == ("archive" if case == "archive entries" else "images"), (case, body)
+        assert c.get("/adaptations").json()["total"] == 1  # only the row made above
+        assert c.get("/healthz").status_code == 200
+
+
 CLASS_CASES = [
     # (labels, class_names, expected field)
     (["a", "b"], ["a", "b", "c"], "class_names[2]"),              # a class with no images
