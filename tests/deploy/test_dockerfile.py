@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -114,20 +115,21 @@ def test_image_is_non_root_and_installs_the_project():
     assert all("python" in f for f in froms)
 
 
-def test_copied_paths_exist_and_survive_the_dockerignore():
+def ignored(path: str) -> bool:
+    """Whether docker/Dockerfile.dockerignore keeps ``path`` (relative, posix) out of the build context."""
     patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    result = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        if fnmatch.fnmatch(path, pattern) or pattern != "**" and path.startswith(pattern + "/"):
+            result = not negate
+        elif pattern == "**":
+            result = not negate
+    return result
 
-    def ignored(path: str) -> bool:
-        result = False
-        for pattern in patterns:
-            negate = pattern.startswith("!")
-            pattern = pattern.lstrip("!").rstrip("/")
-            if fnmatch.fnmatch(path, pattern) or pattern != "**" and path.startswith(pattern + "/"):
-                result = not negate
-            elif pattern == "**":
-                result = not negate
-        return result
 
+def test_copied_paths_exist_and_survive_the_dockerignore():
     for word, rest in _instructions():
         if word != "COPY" or "--from=" in rest:
             continue
@@ -201,3 +203,68 @@ def test_image_layout_migrates_and_imports(wheel_and_sources, tmp_path):
     location, registered = probe.stdout.split()[-2:]
     assert location.startswith(str(site)), f"imported {location}, not the installed copy"
     assert registered == "True", "mmlop-tiny not registered from the installed package"
+
+
+def _build_stage_copies() -> list[tuple[str, str]]:
+    """(source, destination) of every COPY of the build stage before its ``pip install ... .``."""
+    copies, stage = [], 0
+    for word, rest in _instructions():
+        if word == "FROM":
+            stage += 1
+        elif stage == 1 and word == "RUN" and re.search(r"pip install (--no-deps )?\.(\s|$)", rest):
+            return copies
+        elif stage == 1 and word == "COPY" and "--from=" not in rest:
+            *sources, dest = [part for part in rest.split() if not part.startswith("--")]
+            copies += [(source, dest) for source in sources]
+    raise AssertionError("the build stage has no `pip install .`")
+
+
+def test_wheel_of_what_the_dockerfile_copies_runs_every_entry_point(tmp_path):
+    """The image's `pip install .` in miniature, from exactly the files the Dockerfile copies
+    through its dockerignore: every console script declared in pyproject.toml must run.
+    (`mmlop = "mmlop_cli:main"` named a top-level module the image never copied, so
+    `docker compose run api mmlop tenant create acme` failed with ModuleNotFoundError.)"""
+    import tomllib
+
+    src = tmp_path / "src"
+    for source, dest in _build_stage_copies():
+        origin, dest_rel = REPO / source, dest.removeprefix("./").rstrip("/")
+        files = sorted(p for p in origin.rglob("*") if p.is_file()) if origin.is_dir() else [origin]
+        for path in files:
+            if ignored(path.relative_to(REPO).as_posix()):
+                continue
+            inner = path.relative_to(origin).as_posix() if origin.is_dir() else \
+                (path.name if dest.endswith("/") else "")
+            target = src / dest_rel / inner if inner else src / dest_rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    scripts = tomllib.loads((src / "pyproject.toml").read_text())["project"].get("scripts", {})
+    assert "mmlop" in scripts, scripts
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True, text=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    # The installed copy first, then the dependencies; `-S` skips the .pth files, so the
+    # development venv's editable install cannot supply a module the wheel lacks.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMLOP_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    run = lambda *args: subprocess.run([sys.executable, "-S", *args], cwd=empty, env=env,  # noqa: E731
+                                       capture_output=True, text=True, timeout=300)
+    for name, target in scripts.items():
+        script = site / "bin" / name
+        assert script.is_file(), f"{name} = {target!r} was not installed as a script"
+        module = target.split(":")[0]
+        where = run("-c", f"import {module}; print({module}.__file__)")
+        assert where.returncode == 0, f"{name} = {target!r}: {where.stderr[-2000:]}"
+        assert where.stdout.strip().startswith(str(site)), f"{module} came from {where.stdout.strip()}, not the wheel"
+        ran = run(str(script), "--help")
+        assert ran.returncode == 0, f"{name} --help: {ran.stderr[-2000:]}"
+        if name == "mmlop":  # the service's and the harness's groups are mounted too
+            for group in ("train", "classify", "info", "tenant", "eval"):
+                assert group in ran.stdout, (group, ran.stdout)
+            ran = run(str(script), "tenant", "--help")
+            assert ran.returncode == 0 and "create" in ran.stdout, ran.stderr[-2000:]

@@ -9,7 +9,7 @@ from conftest import CLASSES, TEST_PER_CLASS, TINY, folder_name
 from typer.testing import CliRunner
 
 import mmlop_core.eval.runner as runner
-from mmlop_cli import app
+from service.console import app
 from mmlop_core import sample_few_shot
 from mmlop_core.eval import harmonic_mean, load_dataset
 from mmlop_core.eval.published import BASE2NOVEL

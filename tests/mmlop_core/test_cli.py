@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from utils.core import TEST_DIR, TRAIN_DIR, fashion, tiny_backbone
 
 import mmlop_core as m
-from mmlop_cli import app
+from service.console import app
 
 runner = CliRunner()
 

@@ -1,7 +1,9 @@
-"""The `mmlop` console script: the library's commands plus the service's `tenant` group.
+"""The `mmlop` console script (``mmlop = "service.console:main"``): the library's commands,
+the evaluation harness's `eval` group and the service's `tenant` group.
 
-Lives outside `mmlop_core` so the library stays free of service imports; the tenant commands
-import the service lazily, only when invoked.
+Inside a package, so every wheel or image built from the packages ships it; in `service`, not
+`mmlop_core`, so the library stays free of service imports. The tenant commands touch the
+database only when invoked.
 """
 from __future__ import annotations
 
