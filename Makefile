@@ -1,7 +1,7 @@
 # Developer and CI entry points. See README Quickstart.
 #   make venv   create .venv (python3.11) and `pip install -e '.[dev]'` (skipped when up to date)
 #   make run    migrate the embedded SQLite db, run API (127.0.0.1:$MMLOP_PORT) + one Celery worker
-#   make test   start PostgreSQL/Redis if needed, then pytest over tests/
+#   make test   start PostgreSQL/Redis if needed, then pytest over tests/ (or PYTEST_ARGS' paths)
 #   make bench  run every runnable benchmarks/<name>.py as `python -m benchmarks.<name>`
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -10,7 +10,8 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 VPY := $(VENV)/bin/python
-# pytest options for `make test` (e.g. PYTEST_ARGS='-m "not slow"' or a single file).
+# pytest options for `make test` (e.g. PYTEST_ARGS='-m "not slow"' or a single file). Paths in it
+# replace tests/; without one, pytest's testpaths (pyproject.toml) is tests/.
 PYTEST_ARGS ?=
 PYTEST_TIMEOUT ?= 1800
 
@@ -44,7 +45,7 @@ services:
 	scripts/ci_services.sh
 
 test: venv services
-	@rc=0; "$(VPY)" -m pytest --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS) tests || rc=$$?; \
+	@rc=0; "$(VPY)" -m pytest --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ] && [ -z "$$(find tests -name 'test_*.py' -o -name '*_test.py' | head -n1)" ]; then \
 		echo "no tests in tests/ yet"; rc=0; \
 	fi; \

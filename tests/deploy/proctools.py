@@ -10,6 +10,17 @@ import urllib.request
 from pathlib import Path
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a process a test will send Ctrl-C: SIGINT and SIGQUIT back to default.
+
+    `nohup make test &` (or any background job of a shell without job control) starts the test
+    run with SIGINT and SIGQUIT ignored; exec keeps an ignored signal ignored, and bash cannot
+    even trap one that was ignored at its start, so a Ctrl-C test would see nothing stop.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .proctools import free_port, kill_session, session_processes, wait_http_ok, wait_session_empty
+from .proctools import (default_sigint, free_port, kill_session, session_processes, wait_http_ok,
+                        wait_session_empty)
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 240
@@ -47,7 +48,7 @@ def test_make_run_serves_and_stops_cleanly_on_ctrl_c(repo_copy, tmp_path):
     log = log_path.open("w")
     proc = subprocess.Popen(
         ["make", "-o", "venv", "run", f"VENV={venv}"], cwd=repo_copy, env=env,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_sigint,
     )
     sid = proc.pid
     output = lambda: log_path.read_text(errors="replace")[-6000:]

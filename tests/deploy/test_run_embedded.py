@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from .proctools import free_port, kill_session, session_processes, wait_http_ok, wait_session_empty
+from .proctools import (default_sigint, free_port, kill_session, session_processes, wait_http_ok,
+                        wait_session_empty)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,7 +97,7 @@ def _start(root: Path, fake: Path, port: int, **extra: str) -> subprocess.Popen:
     env.update(extra)
     return subprocess.Popen(
         [str(root / "scripts" / "run_embedded.sh")], cwd=root, env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
     )
 
 
@@ -194,6 +195,51 @@ def test_failed_migration_starts_nothing(fake_repo):
     finally:
         kill_session(proc.pid)
         proc.stdout.close()
+
+
+@pytest.fixture
+def sigint_ignored():
+    """This test run ignores SIGINT, as under `nohup make test &` (a shell without job control
+    starts background jobs with SIGINT and SIGQUIT ignored, and exec keeps that)."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_still_stops_everything_when_the_test_run_ignores_sigint(fake_repo, sigint_ignored):
+    """The processes a test sends Ctrl-C must start with SIGINT at its default, or nothing stops
+    (bash cannot even trap a signal that was ignored when it started)."""
+    root, fake = fake_repo
+    port = free_port()
+    proc = _start(root, fake, port)
+    sid = proc.pid
+    try:
+        _wait_for_api_and_worker(proc, port)
+        os.killpg(sid, signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("Ctrl-C was ignored: the script inherited SIGINT=ignore from the test run")
+        assert rc == 130 and not wait_session_empty(sid, 5)
+    finally:
+        kill_session(sid)
+        proc.stdout.close()
+
+
+def test_make_test_runs_only_the_given_file():
+    """`make test PYTEST_ARGS=tests/x.py` runs that file only (the Makefile used to append `tests`)."""
+    out = subprocess.run(["make", "-o", "venv", "-o", "services", "test",
+                          "PYTEST_ARGS=--collect-only -q tests/deploy/test_compose.py"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    collected = [line for line in out.stdout.splitlines() if "::" in line]
+    assert collected and all(line.startswith("tests/deploy/test_compose.py::") for line in collected), collected
+    # Without a path, pytest's testpaths (pyproject.toml) still makes it the whole of tests/.
+    dry = subprocess.run(["make", "-n", "-o", "venv", "-o", "services", "test", "PYTEST_ARGS=-m 'not slow'"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "-m 'not slow'" in dry and not dry.rstrip().split("||")[0].rstrip().endswith(" tests")
 
 
 def test_make_run_calls_the_supervisor_with_the_venv_python():
