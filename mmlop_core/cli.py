@@ -49,6 +49,32 @@ def json_option(value: Optional[str], what: str) -> dict[str, Any]:
     return data
 
 
+class _Progress:
+    """A tqdm bar on a terminal; elsewhere one log line per tenth of the run (no carriage returns)."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit, self.bar, self.last_tenth = unit, None, -1
+        self.tty = sys.stderr.isatty()
+
+    def update(self, done: int, total: int, **postfix: str) -> None:
+        if not self.tty:
+            tenth = done * 10 // max(total, 1)
+            if tenth != self.last_tenth:
+                self.last_tenth = tenth
+                extra = " ".join(f"{k}={v}" for k, v in postfix.items())
+                typer.echo(f"{done}/{total} {self.unit}s {extra}", err=True)
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_postfix(**postfix)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 @app.command()
 @one_line_errors
 def info(backbone: str = typer.Option("ViT-B-16", help="open_clip model name"),
@@ -128,6 +154,37 @@ def classify(adapter_path: Path = typer.Argument(..., metavar="ADAPTER", help="a
         return
     for p, res in zip(images, results):
         typer.echo(f"{p}: " + ", ".join(f"{r.label} ({r.score:.3f})" for r in res))
+
+
+@app.command("pretrain-tiny")
+@one_line_errors
+def pretrain_tiny(out: Path = typer.Option(..., "--out", help="fp16 .safetensors file to write"),
+                  epochs: float = typer.Option(1.5, help="passes over the train photos"),
+                  batch_size: int = typer.Option(256, help="photo-caption pairs per step"),
+                  seed: int = typer.Option(0), threads: int = typer.Option(0, help="torch CPU threads (0 = default)"),
+                  max_steps: Optional[int] = typer.Option(None, help="stop after this many steps (smoke test)"),
+                  holdout: int = typer.Option(2000, help="train photos kept out for the zero-shot check"),
+                  max_photos: Optional[int] = typer.Option(None, help="train on the first N photos (smoke test)"),
+                  eval_every: int = typer.Option(0, help="log the holdout zero-shot accuracy every N steps"),
+                  label_rate: float = typer.Option(0.3, help="share of captions using a label word"),
+                  loose_rate: float = typer.Option(0.5, help="of those, the share using a neighbouring class's word"),
+                  generic_rate: float = typer.Option(0.1, help="share of captions naming the group, not the class"),
+                  data_dir: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"),
+                                                help="Fashion-MNIST IDX folder (Debian dataset-fashion-mnist)")) -> None:
+    """Pretrain the tiny CLIP (mmlop-tiny) on Fashion-MNIST's train split; print its metrics as JSON."""
+    from .pretrain import PretrainConfig
+    from .pretrain import pretrain_tiny as run
+    config = PretrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, threads=threads,
+                            max_steps=max_steps, holdout=holdout, max_photos=max_photos,
+                            eval_every=eval_every, label_rate=label_rate, generic_rate=generic_rate,
+                            loose_rate=loose_rate)
+    bar = _Progress(unit="step")
+    try:
+        metrics = run(out, config, data_dir, on_progress=lambda p: bar.update(p.step, p.steps, loss=f"{p.loss:.3f}",
+                                                                              pps=f"{p.pairs_per_s:.0f}"))
+    finally:
+        bar.close()
+    typer.echo(json.dumps(metrics))
 
 
 def main() -> None:

@@ -1,0 +1,71 @@
+"""The tiny CLIP pretraining recipe (issue 9 item 1): a few seeded steps of the real command."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+import mmlop_core as m
+from service.console import app
+from mmlop_core import fmnist
+from mmlop_core.pretrain import PretrainConfig, pretrain_tiny
+
+SMOKE = ["--max-steps", "2", "--batch-size", "16", "--holdout", "40", "--max-photos", "64", "--threads", "1"]
+
+
+def _pretrain(out: Path) -> dict:
+    result = CliRunner().invoke(app, ["pretrain-tiny", "--out", str(out), *SMOKE])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
+def test_smoke_writes_fp16_weights_that_load_as_the_tiny_backbone(tmp_path: Path):
+    metrics = _pretrain(tmp_path / "w.safetensors")
+    assert metrics["steps"] == 2 and metrics["model"] == "mmlop-tiny" and 0 <= metrics["holdout_zero_shot_top1"] <= 1
+    assert metrics["holdout_photos"] == 40 and metrics["config"]["seed"] == 0
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
+        keys = list(f.keys())
+        assert {f.get_tensor(k).dtype for k in keys} == {torch.float16}
+    random_init = m.load_backbone("mmlop-tiny", "none", seed=0)
+    loaded = m.load_backbone("mmlop-tiny", str(tmp_path / "w.safetensors"))
+    assert sorted(keys) == sorted(random_init.model.state_dict())
+    assert loaded.weights_hash != random_init.weights_hash
+
+
+def test_same_seed_same_file(tmp_path: Path):
+    a, b = _pretrain(tmp_path / "a.safetensors"), _pretrain(tmp_path / "b.safetensors")
+    assert a["sha256"] == b["sha256"]
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_the_test_split_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    real = fmnist.read_split
+
+    def train_only(split, root=fmnist.DEFAULT_DIR):
+        assert split == "train", "pretraining read the test split"
+        return real(split, root)
+
+    monkeypatch.setattr(fmnist, "read_split", train_only)
+    pretrain_tiny(tmp_path / "w.safetensors", PretrainConfig(max_steps=1, batch_size=8, holdout=10, max_photos=16))
+
+
+def test_captions_describe_each_photo_domain():
+    for domain in fmnist.PRETRAIN_DOMAINS:
+        captions = fmnist.DOMAIN_CAPTIONS[domain]
+        assert captions and all(c.count("{}") == 1 for c in captions)
+    assert any("negative" in c for c in fmnist.DOMAIN_CAPTIONS["negative"])
+    assert any("sketch" in c for c in fmnist.DOMAIN_CAPTIONS["sketch"])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--epochs", "0"], "epochs=0.0 is out of range"),
+    (["--batch-size", "1"], "batch_size=1 is out of range"),
+    (["--data-dir", "/nonexistent"], "dataset-fashion-mnist"),
+])
+def test_bad_options_are_one_line(tmp_path: Path, args, fragment):
+    result = CliRunner().invoke(app, ["pretrain-tiny", "--out", str(tmp_path / "w.safetensors"), *args])
+    assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
