@@ -18,6 +18,7 @@ import open_clip
 import torch
 
 from .errors import BackboneUnavailableError, ConfigError
+from .shipped import shipped_tags, verified_path
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,17 @@ def _create(name: str, pretrained: str, cache_dir: str | None, seed: int) -> tup
             torch.manual_seed(seed)
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
         return model, preprocess
+    shipped = verified_path(name, pretrained)
+    if shipped is not None:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(shipped))
+        return model, preprocess
     if _is_file_source(pretrained):
         if not os.path.isfile(pretrained):
             raise BackboneUnavailableError(
                 f"backbone weights file {pretrained!r} does not exist; point MMLOP_PRETRAINED/--pretrained at an "
                 f"open_clip checkpoint file for {name}, or use 'none' for a functional demo")
     else:
-        tags = open_clip.list_pretrained_tags_by_model(name)
+        tags = open_clip.list_pretrained_tags_by_model(name) + shipped_tags(name)
         if pretrained not in tags:
             raise BackboneUnavailableError(
                 f"pretrained={pretrained!r} is neither a file nor an open_clip tag for {name} "
@@ -137,8 +142,10 @@ def load_backbone(name: str = "ViT-B-16", pretrained: str = "openai", device: st
     Args:
         name: open_clip model name; ``"mmlop-tiny"`` is our small test config (9 blocks per
             tower, widths 128, 64 px input).
-        pretrained: open_clip tag (e.g. ``"openai"``), path of a local checkpoint file, or
-            ``"none"`` for random weights drawn with `seed`.
+        pretrained: open_clip tag (e.g. ``"openai"``), a tag shipped with the library
+            (``"fmnist"`` for ``"mmlop-tiny"``, sha256-verified on every load; see
+            :mod:`mmlop_core.shipped`), path of a local checkpoint file, or ``"none"`` for random
+            weights drawn with `seed`.
         device: ``"cpu"``, ``"cuda[:i]"`` or ``"auto"``.
         cache_dir: where open_clip caches downloaded weights.
         seed: seed of the random init when ``pretrained="none"``.
@@ -147,8 +154,8 @@ def load_backbone(name: str = "ViT-B-16", pretrained: str = "openai", device: st
         A :class:`Backbone` whose parameters all have ``requires_grad=False``.
 
     Raises:
-        BackboneUnavailableError: weights can be neither fetched nor read; the message says to
-            point at a local file or use ``"none"``.
+        BackboneUnavailableError: weights can be neither fetched nor read, or shipped weights
+            fail their sha256 check; the message says what to do.
         ConfigError: unknown model name, unavailable device, or a non-ViT CLIP architecture.
     """
     dev = _resolve_device(device)

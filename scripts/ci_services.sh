@@ -2,8 +2,9 @@
 # Make sure what the test suite needs is present and answering (used by `make test`, `.ci/run`):
 #   - PostgreSQL (local cluster via pg_ctlcluster) answering pg_isready,
 #   - Redis on 127.0.0.1:6379 answering PING,
-#   - Debian packages the tests call (docker-compose for the compose-file tests), installed with
-#     apt-get only when the command is absent.
+#   - Debian packages the tests call (docker-compose for the compose-file tests) or read
+#     (dataset-fashion-mnist for the tiny backbone's evidence tests), installed with apt-get only
+#     when the command or file is absent.
 # Idempotent: services already running are left alone. Exits non-zero if a service cannot be
 # brought up within MMLOP_SERVICE_WAIT seconds (default 60).
 set -euo pipefail
@@ -33,6 +34,8 @@ missing=()
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v pg_isready >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# Fashion-MNIST photos: the tiny backbone's evidence tests read the test split
+[[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]] || missing+=(dataset-fashion-mnist)
 if ((${#missing[@]})); then
     log "installing missing packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
