@@ -170,13 +170,16 @@ def xd(data_root: Path = DATA_ROOT, seeds: list[str] = SEEDS,
        epochs: Optional[int] = EPOCHS, precision: str = PRECISION, eval_batch_size: int = EVAL_BS,
        workers: int = WORKERS, quiet: bool = QUIET, config: Optional[str] = CONFIG,
        train_config: Optional[str] = TRAIN_CONFIG) -> None:
-    """Domain generalisation: train on ImageNet, test on ImageNet-V2/-Sketch/-A/-R."""
+    """Domain generalisation: train on ImageNet (or fmnist), test on ImageNet-V2/-Sketch/-A/-R (or the
+    fmnist targets: the default when --source is fmnist)."""
     from .datasets import IMAGENET_VARIANTS, resolve_dataset_name
     from .report import xd_markdown, write_report
     from .runner import Harness
     s = _settings(data_root, out, backbone, pretrained, device, epochs, precision, eval_batch_size, workers, quiet,
                   config, train_config)
-    target_list = list(dict.fromkeys(resolve_dataset_name(t) for t in (_items(targets) or IMAGENET_VARIANTS)))
+    from .datasets import FMNIST_TARGETS
+    default_targets = FMNIST_TARGETS if resolve_dataset_name(source) == "fmnist" else IMAGENET_VARIANTS
+    target_list = list(dict.fromkeys(resolve_dataset_name(t) for t in (_items(targets) or default_targets)))
     seed_list = _ints(seeds, "seeds")
     harness = Harness(s)
     result = harness.xd(seed_list, preset, shots, resolve_dataset_name(source), target_list)
@@ -214,6 +217,29 @@ def ablation(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASE
     paths = write_report(s.out, "ablation", {"meta": meta, "results": results}, ablation_markdown(results, meta))
     _finish(harness, paths, [f"{p}: base {r['average']['base']:.2f} novel {r['average']['novel']:.2f} "
                              f"HM {r['average']['hm']:.2f}" for p, r in results.items()])
+
+
+@eval_app.command("prepare-fmnist")
+@one_line_errors
+def prepare_fmnist(out: Path = typer.Argument(..., help="data root to write (then --data-root OUT)"),
+                   source: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), "--source",
+                                               help="Fashion-MNIST IDX folder (Debian dataset-fashion-mnist)"),
+                   train_per_class: Optional[int] = typer.Option(None, "--train-per-class", min=1,
+                                                                 help="keep the first N train photos per class"),
+                   test_per_class: Optional[int] = typer.Option(None, "--test-per-class", min=1,
+                                                                help="keep the first N test photos per class"),
+                   quiet: bool = QUIET) -> None:
+    """Write the Fashion-MNIST mini benchmark (fmnist + shifted test domains) in CoOp's layout."""
+    from ..cli import _Progress
+    from .fmnist_prepare import prepare_fmnist as run
+    bar = _Progress(unit="image")
+    try:
+        summary = run(out, source, train_per_class, test_per_class,
+                      on_progress=None if quiet else lambda done, total: bar.update(done, total))
+    finally:
+        bar.close()
+    for key, info in summary.items():
+        typer.echo(f"{key}: {info['train']} train / {info['test']} test photos in {info['folder']}")
 
 
 __all__ = ["eval_app"]

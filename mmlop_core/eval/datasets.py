@@ -80,6 +80,11 @@ class DatasetSpec:
 
 
 _PHOTO = "a photo of a {}."
+# Registry key (= folder) -> CoOp-style title of the Fashion-MNIST datasets; targets are test-only.
+FMNIST_DATASETS: dict[str, str] = {"fmnist": "FashionMNIST", "fmnist-sketch": "FashionMNISTSketch",
+                                   "fmnist-negative": "FashionMNISTNegative", "fmnist-blur": "FashionMNISTBlur",
+                                   "fmnist-v2": "FashionMNISTV2"}
+FMNIST_TARGETS: tuple[str, ...] = ("fmnist-sketch", "fmnist-negative", "fmnist-blur", "fmnist-v2")
 SPECS: dict[str, DatasetSpec] = {s.key: s for s in (
     DatasetSpec("imagenet", "ImageNet", "imagenet", "images", "imagenet"),
     DatasetSpec("caltech101", "Caltech101", "caltech-101", "101_ObjectCategories", "split_json",
@@ -106,6 +111,10 @@ SPECS: dict[str, DatasetSpec] = {s.key: s for s in (
     DatasetSpec("imagenet_sketch", "ImageNetSketch", "imagenet-sketch", "images", "imagenet_variant"),
     DatasetSpec("imagenet_a", "ImageNetA", "imagenet-adversarial", "imagenet-a", "imagenet_variant"),
     DatasetSpec("imagenet_r", "ImageNetR", "imagenet-rendition", "imagenet-r", "imagenet_variant"),
+    # The built-in mini benchmark (``mmlop eval prepare-fmnist``): Fashion-MNIST and fixed
+    # transforms of its test photos, the small counterparts of ImageNet-Sketch/-R/-V2.
+    *(DatasetSpec(key, title, key, "images", "split_json", split_file=f"split_zhou_{title}.json")
+      for key, title in FMNIST_DATASETS.items()),
 )}
 
 BASE_TO_NOVEL_DATASETS: tuple[str, ...] = (
@@ -122,6 +131,8 @@ _ALIASES = {
     "describabletextures": "dtd", "ucf": "ucf101", "imagenet-v2": "imagenetv2", "imagenet_v2": "imagenetv2",
     "imagenet-sketch": "imagenet_sketch", "imagenetsketch": "imagenet_sketch", "imagenet-a": "imagenet_a",
     "imageneta": "imagenet_a", "imagenet-r": "imagenet_r", "imagenetr": "imagenet_r",
+    "fashion-mnist": "fmnist", "fashionmnist": "fmnist", "fashion_mnist": "fmnist",
+    **{k.replace("-", "_"): k for k in FMNIST_DATASETS},
 }
 _IGNORED_FOLDERS = {"README.txt"}  # CoOp imagenet_a.py / imagenet_r.py TO_BE_IGNORED
 

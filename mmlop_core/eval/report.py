@@ -18,6 +18,8 @@ DISPLAY = {
     "oxford_flowers": "Flowers102", "food101": "Food101", "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397",
     "dtd": "DTD", "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenetv2": "ImageNet-V2",
     "imagenet_sketch": "ImageNet-Sketch", "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R",
+    "fmnist": "FashionMNIST", "fmnist-sketch": "FMNIST-Sketch", "fmnist-negative": "FMNIST-Negative",
+    "fmnist-blur": "FMNIST-Blur", "fmnist-v2": "FMNIST-V2",
 }
 
 
