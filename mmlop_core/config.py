@@ -189,8 +189,10 @@ class AdapterConfig(_DictMixin):
 # Baselines and ablations on one code path (issue 6). Values override AdapterConfig defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     "mmlop": {},
-    "ivlp": {"rank": None, "lambda_text": 0.0, "lambda_image": 0.0, "lambda_kl": 0.0, "drift": "off"},
-    "ivlp+lscl": {"rank": None, "drift": "off"},
+    # IVLP / PromptSRC reference code: layer-0 text prompts start as the embedding of "a photo of a".
+    "ivlp": {"rank": None, "lambda_text": 0.0, "lambda_image": 0.0, "lambda_kl": 0.0, "drift": "off",
+             "text_init": "words"},
+    "ivlp+lscl": {"rank": None, "drift": "off", "text_init": "words"},
     "coop": {"text_depth": 1, "vision_depth": 0, "rank": None, "lambda_text": 0.0,
              "lambda_image": 0.0, "lambda_kl": 0.0, "drift": "off"},
     "zeroshot": {"text_depth": 0, "vision_depth": 0, "rank": None, "lambda_text": 0.0,

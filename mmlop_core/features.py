@@ -14,6 +14,16 @@ from .templates import ensemble_templates
 _TEXT_CHUNK = 1024  # texts per frozen forward, bounds memory for large class lists
 
 
+def text_name(class_name: str) -> str:
+    """The class name as the text encoder reads it: ``_`` becomes a space.
+
+    CoOp / IVLP / PromptSRC do the same in their ``PromptLearner`` (``name.replace("_", " ")``)
+    before tokenising, so ``"ankle_boot"`` (a folder name) and ``"ankle boot"`` give the same
+    text features. Labels shown to users keep the name as given.
+    """
+    return class_name.replace("_", " ")
+
+
 def tokenize(backbone: Backbone, texts: list[str]) -> torch.Tensor:
     """Token ids trimmed to the longest text: LongTensor (N, L) on the backbone's device.
 
@@ -34,12 +44,13 @@ def frozen_class_features(backbone: Backbone, class_names: list[str], templates:
     """t0: frozen text features averaged over `templates` (MMLOP.md section 3).
 
     Each template's features are L2-normalised, averaged over templates, and renormalised
-    (CLIP's zero-shot ensembling). Computed once per job, not per step.
+    (CLIP's zero-shot ensembling). Computed once per job, not per step. Names pass through
+    :func:`text_name` (``_`` -> space).
 
     Returns:
         FloatTensor (C, D), fp32, unit rows, on the backbone's device.
     """
-    texts = [t.format(name) for name in class_names for t in templates]
+    texts = [t.format(text_name(name)) for name in class_names for t in templates]
     feats = []
     for start in range(0, len(texts), _TEXT_CHUNK):
         tokens = tokenize(backbone, texts[start:start + _TEXT_CHUNK])
@@ -53,15 +64,16 @@ def prompted_class_features(backbone: Backbone, class_names: list[str], config: 
     """t_hat: class features through the prompted text encoder (grad flows into the prompts).
 
     With text prompts the texts are ``"X X X X {name}."`` (placeholders replaced); without
-    them (vision-only or zero-shot presets) the dataset template is used.
+    them (vision-only or zero-shot presets) the dataset template is used. Names pass through
+    :func:`text_name` (``_`` -> space).
 
     Returns:
         FloatTensor (C, D), fp32, unit rows.
     """
     if text_prompts is not None and text_prompts.shape[0] > 0:
-        tokens = tokenize(backbone, placeholder_texts(class_names, config.n_ctx))
+        tokens = tokenize(backbone, placeholder_texts([text_name(n) for n in class_names], config.n_ctx))
         return F.normalize(encode_text(backbone.model, tokens, text_prompts).float(), dim=-1)
-    tokens = tokenize(backbone, [config.template.format(name) for name in class_names])
+    tokens = tokenize(backbone, [config.template.format(text_name(name)) for name in class_names])
     return F.normalize(encode_text(backbone.model, tokens).float(), dim=-1)
 
 

@@ -25,7 +25,7 @@ from .config import AdapterConfig, Precision, TextInit, TrainConfig
 from .data import BatchAugment, sample_few_shot
 from .encoders import encode_image
 from .errors import DataError, TrainingCanceled
-from .features import frozen_class_features, prompted_class_features, served_class_features, tokenize
+from .features import frozen_class_features, prompted_class_features, served_class_features, text_name, tokenize
 from .images import to_rgb
 from .losses import lscl_loss
 from .prompts import LowRankPrompts
@@ -73,6 +73,12 @@ def _validate(images: Sequence[Image.Image], labels: Sequence[int], class_names:
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DataError(f"class name {dup!r} appears more than once")
+    read = [text_name(n) for n in names]
+    if len(set(read)) != len(read):
+        first = next(i for i, n in enumerate(read) if read.count(n) > 1)
+        second = read.index(read[first], first + 1)
+        raise DataError(f"class names {names[first]!r} and {names[second]!r} read the same to the text encoder "
+                        f"('_' is a space); rename one")
     bad = [y for y in labels if not (isinstance(y, int) and 0 <= y < len(class_names))]
     if bad:
         raise DataError(f"label {bad[0]!r} is not a class index in [0, {len(class_names)})")
@@ -94,14 +100,26 @@ def _lr_at(step: int, warmup_steps: int, total_steps: int, train: TrainConfig) -
 
 
 def build_prompts(backbone: Backbone, config: AdapterConfig) -> LowRankPrompts:
-    """Freshly initialised prompts for `backbone` (uses the global torch RNG)."""
+    """Freshly initialised prompts for `backbone` (uses the global torch RNG).
+
+    With ``text_init='words'`` the layer-0 text prompts start from the token embeddings of the
+    first n_ctx tokens of ``init_words`` (full rank: copied, as the reference IVLP/PromptSRC
+    ``IndependentVL`` prompt learner does with "a photo of a"; low rank: their rank-r SVD fit).
+    When ``init_words`` has fewer than n_ctx tokens they keep the normal init (the reference's
+    fallback for n_ctx > 4).
+    """
     prompts = LowRankPrompts(config, backbone.text_width, backbone.vision_width,
                              backbone.text_layers, backbone.vision_layers)
     if config.text_init is TextInit.WORDS:
         tokens = tokenize(backbone, [config.init_words]).cpu()
-        with torch.no_grad():
-            emb = backbone.model.token_embedding.weight[tokens[0, 1:1 + config.n_ctx].to(backbone.device)]
-        prompts.fit_text_layer0(emb.cpu())
+        words = tokens[0, 1:int(tokens[0].argmax())]  # ids between start and end of text
+        if len(words) >= config.n_ctx:  # reference IVLP: `if ctx_init and n_ctx <= 4`, else random
+            with torch.no_grad():
+                emb = backbone.model.token_embedding.weight[words[:config.n_ctx].to(backbone.device)]
+            prompts.fit_text_layer0(emb.cpu())
+        else:
+            log.info("init_words %r has %d tokens < n_ctx=%d: layer-0 text prompts keep the normal init",
+                     config.init_words, len(words), config.n_ctx)
     return prompts.to(backbone.device)
 
 
