@@ -1,8 +1,9 @@
 """End to end on the production stack: real uvicorn + real celery worker + Redis + PostgreSQL.
 
-Upload 16 photos per class for 10 classes, wait for training, classify 200 held-out photos
-(accuracy >= 2x chance), download the checkpoint and load it offline, and check that another
-tenant cannot see any of it.
+Upload 16 photos per class for 10 classes with no config (the default preset and settings on the
+shipped tiny backbone), wait for training, classify 200 held-out photos (accuracy >=
+E2E_MIN_ACCURACY), download the checkpoint and load it offline, and check that another tenant
+cannot see any of it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from utils.factories import E2E_CONFIG, classify_accuracy, image_multipart, photos
+from utils.factories import E2E_MIN_ACCURACY, classify_accuracy, image_multipart, photos
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def trained(pg_stack, tenant_factory):
     files, data = image_multipart(photos("train", 16))
     with pg_stack.client(key) as c:
         resp = c.post("/adaptations", files=files,
-                      data={**data, "config": json.dumps(E2E_CONFIG)})
+                      data=data)  # no config: the default preset and settings
         assert resp.status_code == 202, resp.text
         job = resp.json()
         assert job["status"] == "queued" and job["num_images"] == 160
@@ -38,7 +39,7 @@ def trained(pg_stack, tenant_factory):
             if body["status"] == "running" and body["progress"]:
                 seen_running = True
                 p = body["progress"]
-                assert p["epochs"] == E2E_CONFIG["train"]["epochs"] and 0 < p["step"] <= p["steps"] and p["eta_s"] >= 0
+                assert p["epochs"] == 20 and 0 < p["step"] <= p["steps"] and p["eta_s"] >= 0
             if body["status"] in ("succeeded", "failed", "canceled"):
                 break
             time.sleep(0.5)
@@ -63,7 +64,7 @@ def test_classify_held_out_accuracy(pg_stack, trained):
     with pg_stack.client(key) as c:
         acc = classify_accuracy(c, job["id"], items)
     logging.getLogger(__name__).info("held-out accuracy %.3f", acc)
-    assert acc >= 0.20, f"accuracy {acc:.3f} is below 2x chance"
+    assert acc >= E2E_MIN_ACCURACY, f"accuracy {acc:.3f} is below {E2E_MIN_ACCURACY}"
 
 
 def test_classify_json_and_open_vocabulary(pg_stack, trained):

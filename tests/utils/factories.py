@@ -99,14 +99,10 @@ def class_zip(items: list[tuple[str, Path]], top: str | None = None) -> bytes:
     return make_zip({f"{prefix}{label}/{p.name}": p.read_bytes() for label, p in items})
 
 
-# Training config of the end-to-end tests. On the seeded random-weight tiny backbone the default
-# `mmlop` preset (rank 1, LSCL) stays at chance (0.10) after 5 epochs; full-rank prompts without
-# augmentation at lr 0.02 reach 0.33 on the 200 held-out photos after 20 epochs (0.2 +- 0.03
-# after 8-15 epochs, too close to the 0.20 bar). ~30-40 s of one CPU thread.
-E2E_CONFIG = {
-    "adapter": {"preset": "ivlp"},
-    "train": {"epochs": 20, "augment": False, "lr": 0.02, "batch_size": 16},
-}
+# Held-out accuracy bar of the end-to-end tests: the default preset and settings (no config) on the
+# shipped tiny backbone (mmlop-tiny/fmnist), 16 photos per class, scored on 200 held-out photos.
+# Its zero-shot top-1 on the 10,000 Fashion-MNIST test photos is 0.64 (chance 0.10).
+E2E_MIN_ACCURACY = 0.55
 
 
 def classify_accuracy(client: Any, adapter_id: str, items: list[tuple[str, Path]],
