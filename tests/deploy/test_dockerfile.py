@@ -198,11 +198,14 @@ def test_image_layout_migrates_and_imports(wheel_and_sources, tmp_path):
     migrated = run("-m", "alembic", "upgrade", "head")
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     probe = run("-c", "import mmlop_core, api.main, worker.celery_app, service.settings, open_clip; "
-                      "print(mmlop_core.__file__); print('mmlop-tiny' in open_clip.list_models())")
+                      "print(mmlop_core.__file__); print('mmlop-tiny' in open_clip.list_models()); "
+                      "print(mmlop_core.load_backbone('mmlop-tiny', 'fmnist').weights_hash[:12])")
     assert probe.returncode == 0, probe.stderr[-3000:]
-    location, registered = probe.stdout.split()[-2:]
+    location, registered, tiny_hash = probe.stdout.split()[-3:]
     assert location.startswith(str(site)), f"imported {location}, not the installed copy"
     assert registered == "True", "mmlop-tiny not registered from the installed package"
+    # the shipped tiny weights load (sha256-verified) from the installed wheel, offline
+    assert tiny_hash == __import__("mmlop_core").load_backbone("mmlop-tiny", "fmnist").weights_hash[:12]
 
 
 def _build_stage_copies() -> list[tuple[str, str]]:
