@@ -204,6 +204,24 @@ def text_tokens(text: str) -> int:
     return len(_bpe().encode(text))
 
 
+def check_names_read_apart(class_names: list[str], field: str = "class_names") -> None:
+    """422 when two names reach the text encoder as the same token ids.
+
+    CLIP's tokenizer lowercases and cleans text, and the library reads ``_`` as a space
+    (:func:`mmlop_core.features.text_name`), so ``Bag``/``bag`` or ``ankle_boot``/``ankle boot``
+    would be two classes with identical text features (every score split evenly).
+    """
+    seen: dict[tuple[int, ...], int] = {}
+    for n, name in enumerate(class_names):
+        key = tuple(_bpe().encode(name.replace("_", " ")))
+        if key in seen:
+            m = seen[key]
+            raise ProblemError(422, f"{field}[{m}] {class_names[m][:60]!r} and {field}[{n}] {name[:60]!r} read the "
+                               "same to the text encoder (case, '_' and spacing are ignored); rename one",
+                               kind="invalid-class-name", field=f"{field}[{n}]")
+        seen[key] = n
+
+
 def check_classes(items: list[ImageItem], class_names: list[str], settings: Settings) -> None:
     """Reject unusable class names and classes without images (422 naming the field).
 
@@ -234,6 +252,7 @@ def check_classes(items: list[ImageItem], class_names: list[str], settings: Sett
                                f"{settings.class_name_max_tokens} (the text encoder's context is "
                                "77 tokens, shared with the prompt)", kind="invalid-class-name",
                                field=field)
+    check_names_read_apart(class_names)
     counts = Counter(item.label for item in items)
     for n, name in enumerate(class_names):
         if counts.get(name, 0) == 0:

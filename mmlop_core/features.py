@@ -24,6 +24,25 @@ def text_name(class_name: str) -> str:
     return class_name.replace("_", " ")
 
 
+def check_names_read_apart(backbone: Backbone, class_names: list[str]) -> None:
+    """Refuse class names that reach the text encoder as the same token ids.
+
+    CLIP's tokenizer lowercases and cleans text and :func:`text_name` reads ``_`` as a space, so
+    ``"Bag"``/``"bag"`` or ``"ankle_boot"``/``"ankle boot"`` would be two classes with identical
+    text features, each scoring half.
+
+    Raises:
+        DataError: naming the first two names that collide.
+    """
+    rows = backbone.tokenizer([text_name(n) for n in class_names]).tolist()
+    seen: dict[tuple[int, ...], int] = {}
+    for i, row in enumerate(rows):
+        first = seen.setdefault(tuple(row), i)
+        if first != i:
+            raise DataError(f"class names {class_names[first]!r} and {class_names[i]!r} read the same to the text "
+                            f"encoder (case, '_' and spacing are ignored); rename one")
+
+
 def tokenize(backbone: Backbone, texts: list[str]) -> torch.Tensor:
     """Token ids trimmed to the longest text: LongTensor (N, L) on the backbone's device.
 

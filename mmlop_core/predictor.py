@@ -19,7 +19,7 @@ from .backbone import Backbone
 from .config import DriftMode
 from .encoders import encode_image
 from .errors import BackboneMismatchError, ConfigError, DataError
-from .features import served_class_features
+from .features import check_names_read_apart, served_class_features
 from .images import to_rgb
 
 
@@ -75,6 +75,7 @@ class Predictor:
         else:
             if not names or any(not n for n in names) or len(set(names)) != len(names):
                 raise DataError("class_names must be distinct non-empty strings")
+            check_names_read_apart(self.backbone, list(names))
             tp = adapter.text_prompts()
             feats = served_class_features(self.backbone, list(names), adapter.config,
                                           None if tp is None else tp.to(dev))

@@ -25,7 +25,8 @@ from .config import AdapterConfig, Precision, TextInit, TrainConfig
 from .data import BatchAugment, sample_few_shot
 from .encoders import encode_image
 from .errors import DataError, TrainingCanceled
-from .features import frozen_class_features, prompted_class_features, served_class_features, text_name, tokenize
+from .features import (check_names_read_apart, frozen_class_features, prompted_class_features, served_class_features,
+                       tokenize)
 from .images import to_rgb
 from .losses import lscl_loss
 from .prompts import LowRankPrompts
@@ -73,12 +74,6 @@ def _validate(images: Sequence[Image.Image], labels: Sequence[int], class_names:
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DataError(f"class name {dup!r} appears more than once")
-    read = [text_name(n) for n in names]
-    if len(set(read)) != len(read):
-        first = next(i for i, n in enumerate(read) if read.count(n) > 1)
-        second = read.index(read[first], first + 1)
-        raise DataError(f"class names {names[first]!r} and {names[second]!r} read the same to the text encoder "
-                        f"('_' is a space); rename one")
     bad = [y for y in labels if not (isinstance(y, int) and 0 <= y < len(class_names))]
     if bad:
         raise DataError(f"label {bad[0]!r} is not a class index in [0, {len(class_names)})")
@@ -152,6 +147,7 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
     train = train or TrainConfig()
     class_names = [n.strip() for n in class_names]
     _validate(images, labels, class_names)
+    check_names_read_apart(backbone, class_names)
     device = backbone.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(train.seed)

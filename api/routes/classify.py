@@ -17,7 +17,7 @@ from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
 from api.routes.adaptations import get_owned
 from api.schemas import ClassifyJSON, ClassifyPublic, ImageResult, PredictionPublic
-from api.uploads import check_image, read_form, read_limited
+from api.uploads import check_image, check_names_read_apart, read_form, read_limited
 from service.jobs import JobStatus, checkpoint_prefix
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ async def classify(adapter_id: str, request: Request, session: SessionDep, tenan
             raise ProblemError(422, "class_names needs at least two names, as a JSON list "
                                "('[\"bag\", \"coat\"]') or one form field per name",
                                kind="validation-error", field="class_names")
+        check_names_read_apart(class_names)
     runtime = request.app.state.runtime
     directory = blobs.path(checkpoint_prefix(tenant_id, adapter_id) + "/adapter")
 

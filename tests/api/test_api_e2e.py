@@ -78,6 +78,9 @@ def test_classify_json_and_open_vocabulary(pg_stack, trained):
         assert len(results) == 2 and all(len(r["predictions"]) == 3 for r in results)
         scores = [p["score"] for p in results[0]["predictions"]]
         assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+        same = c.post(f"/classify/{job['id']}", json={"images": images, "class_names": ["Bag", "bag", "coat"]})
+        assert same.status_code == 422 and same.json()["field"] == "class_names[1]", same.text
+        assert "read the same to the text encoder" in same.json()["detail"]
         vocab = ["handbag", "winter coat", "running shoe"]
         resp = c.post(f"/classify/{job['id']}", json={"images": images, "top_k": 5,
                                                       "class_names": vocab})

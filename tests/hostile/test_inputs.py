@@ -186,6 +186,8 @@ CLASS_CASES = [
     (["a", "x" * 201], None, "class_names[1]"),                   # longer than 200 characters
     (["a", "word " * 41], None, "class_names[1]"),                # longer than 40 text tokens
     (["a", "b\x00c"], None, "class_names[1]"),                    # control character
+    (["Bag", "bag"], None, "class_names[1]"),                     # the tokenizer lowercases: one class twice
+    (["ankle_boot", "ankle boot"], None, "class_names[1]"),       # '_' reads as a space
     (["a", "b"], ["a", "c"], "labels"),                           # label not in class_names
     (["a", " "], None, "labels"),                                 # empty label
     (["a"], None, "labels"),                                      # labels do not match images

@@ -76,3 +76,14 @@ def test_names_that_read_the_same_are_refused_in_training():
     with pytest.raises(m.DataError, match="'ankle_boot' and 'ankle boot' read the same"):
         m.train_adapter(tiny_backbone(), images[:2], [0, 1], ["ankle_boot", "ankle boot"],
                         train=m.TrainConfig(epochs=1, max_steps=1))
+
+
+@pytest.mark.parametrize("names", [["Bag", "bag"], ["café", "cafe\u0301"], ["t_shirt", "T shirt"]])
+def test_names_that_tokenise_the_same_are_refused_in_training_and_open_vocabulary(names):
+    from utils.core import quick_adapter
+    images = fashion("train")[0][:2]
+    with pytest.raises(m.DataError, match="read the same to the text encoder"):
+        m.train_adapter(tiny_backbone(), images, [0, 1], names, train=m.TrainConfig(epochs=1, max_steps=1))
+    with pytest.raises(m.DataError, match="read the same to the text encoder"):
+        m.Predictor(tiny_backbone()).classify(quick_adapter("mmlop", classes=3), fashion("test")[0][:1],
+                                              class_names=[*names, "coat"])
