@@ -113,6 +113,10 @@ def _create(name: str, pretrained: str, cache_dir: str | None, seed: int) -> tup
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(shipped))
         return model, preprocess
     if _is_file_source(pretrained):
+        if os.path.isdir(pretrained):
+            raise BackboneUnavailableError(
+                f"backbone weights {pretrained!r} is a directory, not a weights file; point MMLOP_PRETRAINED/"
+                f"--pretrained at the checkpoint file inside it")
         if not os.path.isfile(pretrained):
             raise BackboneUnavailableError(
                 f"backbone weights file {pretrained!r} does not exist; point MMLOP_PRETRAINED/--pretrained at an "
@@ -128,6 +132,12 @@ def _create(name: str, pretrained: str, cache_dir: str | None, seed: int) -> tup
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=quick_gelu)
     except Exception as exc:  # network, hub, corrupt file: open_clip raises many types
+        if _is_file_source(pretrained):
+            raise BackboneUnavailableError(
+                f"{pretrained!r} is not a readable {name} checkpoint ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); the file is corrupt, truncated, or "
+                f"holds another model's weights (e.g. mmlop-tiny's for {name}); use a checkpoint of {name}, "
+                f"or 'none' for a functional demo") from exc
         raise BackboneUnavailableError(
             f"could not load {name} weights {pretrained!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
             f"download them on a machine with internet and pass the local file path, or use 'none' for a "

@@ -33,11 +33,25 @@ def test_missing_file_says_what_to_do(tmp_path):
         m.load_backbone("ViT-B-16", str(tmp_path / "ViT-B-16.pt"))
 
 
-def test_corrupt_file_is_a_typed_error(tmp_path):
+def test_corrupt_file_is_a_typed_error_that_does_not_advise_downloading(tmp_path):
     path = tmp_path / "bad.pt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(m.BackboneUnavailableError, match="could not load mmlop-tiny weights.*local file path, or use 'none'"):
+    with pytest.raises(m.BackboneUnavailableError, match="is not a readable mmlop-tiny checkpoint") as err:
         m.load_backbone(m.TINY_MODEL, str(path))
+    assert "download" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_directory_is_not_called_missing(tmp_path):
+    folder = tmp_path / "weights.safetensors"
+    folder.mkdir()
+    with pytest.raises(m.BackboneUnavailableError, match="is a directory, not a weights file"):
+        m.load_backbone(m.TINY_MODEL, str(folder))
+
+
+def test_weights_of_another_model_name_the_mismatch():
+    from mmlop_core.shipped import WEIGHTS_DIR
+    with pytest.raises(m.BackboneUnavailableError, match="is not a readable ViT-B-16 checkpoint.*another model"):
+        m.load_backbone("ViT-B-16", str(WEIGHTS_DIR / "mmlop-tiny-fmnist.safetensors"))
 
 
 def test_unknown_tag_lists_the_known_ones():
