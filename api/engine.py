@@ -490,6 +490,11 @@ class InferenceEngine:
         for idx in by_feats.values():
             r0 = batch[idx[0]]
             probs = (scale * feats[idx] @ r0.class_features.t()).softmax(dim=-1).cpu()  # (b, C)
+            if not bool(torch.isfinite(probs).all()):
+                from mmlop_core import NonFiniteOutputError
+                logger.error("non-finite scores for adapter batch of %d images: refusing to serve them", len(idx))
+                raise NonFiniteOutputError("the model produced non-finite scores (NaN or infinity); the cause "
+                                           "is logged")
             for j, i in enumerate(idx):
                 k = min(batch[i].top_k, probs.shape[-1])
                 vals, top = probs[j].topk(k)

@@ -97,6 +97,7 @@ def _core_error_status(exc: Exception) -> tuple[int, str] | None:
         ("CheckpointError", 409, "checkpoint-unusable"),
         ("BackboneUnavailableError", 503, "backbone-unavailable"),
         ("TrainingCanceled", 409, "canceled"),
+        ("NonFiniteOutputError", 500, "non-finite-output"),
         ("MMLoPError", 422, "invalid-input"),
     ]
     for name, status, kind in table:

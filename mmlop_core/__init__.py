@@ -14,14 +14,14 @@ from .checkpoint import export_adapter_zip, load_adapter, save_adapter, zip_byte
 from .config import PRESETS, AdapterConfig, TrainConfig
 from .data import load_class_folders, sample_few_shot
 from .errors import (BackboneMismatchError, BackboneUnavailableError, CheckpointError, ConfigError, DataError,
-                     ImageError, MMLoPError, TrainingCanceled)
+                     ImageError, MMLoPError, NonFiniteOutputError, TrainingCanceled)
 from .images import open_image
 from .predictor import Prediction, Predictor
 from .trainer import TrainProgress, train_adapter
 
 __all__ = [
     "__version__", "Adapter", "AdapterConfig", "Backbone", "BackboneMismatchError", "BackboneUnavailableError",
-    "CheckpointError", "ConfigError", "DataError", "ImageError", "MMLoPError", "PRESETS", "Prediction", "Predictor",
+    "CheckpointError", "ConfigError", "DataError", "ImageError", "MMLoPError", "NonFiniteOutputError", "PRESETS", "Prediction", "Predictor",
     "TINY_MODEL", "TrainConfig", "TrainProgress", "TrainingCanceled", "export_adapter_zip", "load_adapter",
     "load_backbone", "load_class_folders", "open_image", "sample_few_shot", "save_adapter", "train_adapter",
     "zip_bytes",

@@ -35,5 +35,12 @@ class DataError(MMLoPError):
     """Training data is inconsistent: labels vs images, empty classes, bad class names."""
 
 
+class NonFiniteOutputError(MMLoPError):
+    """The model produced NaN or infinite scores (corrupt weights or numerical overflow).
+
+    Never served as a prediction: the API answers 500 ``non-finite-output`` and logs the cause.
+    """
+
+
 class TrainingCanceled(MMLoPError):
     """A training callback asked the trainer to stop before the end."""

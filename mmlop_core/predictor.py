@@ -6,6 +6,7 @@ may mix adapters; each output row is scored against its own adapter's class feat
 """
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from .adapter import Adapter
 from .backbone import Backbone
 from .config import DriftMode
 from .encoders import encode_image
-from .errors import BackboneMismatchError, ConfigError, DataError
+from .errors import BackboneMismatchError, ConfigError, DataError, NonFiniteOutputError
 from .features import check_names_read_apart, served_class_features
 from .images import to_rgb
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,11 @@ class Predictor:
 
     def _rank(self, z: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
         probs = z.float().softmax(dim=-1)
+        if not bool(torch.isfinite(probs).all()):
+            log.error("non-finite scores from backbone %s (%s): refusing to serve them", self.backbone.name,
+                      self.backbone.weights_hash[:12])
+            raise NonFiniteOutputError("the model produced non-finite scores (NaN or infinity); the backbone "
+                                       "weights are corrupt or overflow")
         k = min(top_k, probs.shape[-1])
         vals, idx = probs.topk(k)
         return [Prediction(names[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist())]

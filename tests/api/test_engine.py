@@ -201,3 +201,28 @@ def test_metrics_expose_cache_and_engine_counters(backbone, stored):
     assert "mmlop_adapter_cache_evictions_total 0.0" in text
     assert "mmlop_engine_batches_total 2.0" in text
     assert f"mmlop_adapter_cache_bytes {float(engine.cache.bytes)}" in text
+
+
+def test_non_finite_scores_are_refused_not_served(stored):
+    """A backbone producing NaN (visual.proj filled with NaN) gives NonFiniteOutputError, which the
+    API maps to 500 problem+json; neither the engine nor the library returns score=nan."""
+    from api.problem import _core_error_status
+
+    nan_backbone = m.load_backbone(m.TINY_MODEL, "none", device="cpu")
+    with torch.no_grad():
+        nan_backbone.model.visual.proj.fill_(float("nan"))
+    nan_backbone.weights_hash = m.load_backbone(m.TINY_MODEL, "none", device="cpu").weights_hash  # adapters' hash
+    engine = InferenceEngine(nan_backbone, max_wait_ms=10)
+    px = pixels(nan_backbone, images(2))
+
+    async def go():
+        try:
+            return await engine.classify("a0", stored["a0"], px, 2)
+        finally:
+            await engine.stop()
+
+    with pytest.raises(m.NonFiniteOutputError):
+        asyncio.run(go())
+    with pytest.raises(m.NonFiniteOutputError):
+        m.Predictor(nan_backbone).classify(m.load_adapter(stored["a0"], nan_backbone), images(1), top_k=2)
+    assert _core_error_status(m.NonFiniteOutputError("x")) == (500, "non-finite-output")
