@@ -24,7 +24,7 @@ from .backbone import Backbone
 from .config import AdapterConfig, Precision, TextInit, TrainConfig
 from .data import BatchAugment, sample_few_shot
 from .encoders import encode_image
-from .errors import DataError, TrainingCanceled
+from .errors import DataError, NonFiniteOutputError, TrainingCanceled
 from .features import (check_names_read_apart, frozen_class_features, prompted_class_features, served_class_features,
                        tokenize)
 from .images import to_rgb
@@ -232,6 +232,9 @@ def _fit(backbone: Backbone, config: AdapterConfig, train: TrainConfig, prompts:
             elapsed = time.perf_counter() - start
             loss = float(terms.total.detach())
             if not math.isfinite(loss):
+                if not (bool(torch.isfinite(f0).all()) and bool(torch.isfinite(frozen_text).all())):
+                    raise NonFiniteOutputError(f"training stopped at step {step}: the backbone produces non-finite "
+                                               f"features (NaN or infinity), so its weights are corrupt")
                 raise DataError(f"training diverged at step {step} (loss={loss}); lower lr (now {train.lr})")
             progress = TrainProgress(epoch=epoch, epochs=train.epochs, step=step, steps=total_steps, loss=loss,
                                      images_per_s=seen / max(elapsed, 1e-9),

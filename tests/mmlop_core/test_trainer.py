@@ -105,3 +105,14 @@ def test_sample_few_shot_is_per_class_and_seeded():
     assert [labels[i] for i in a].count(0) == 4 and [labels[i] for i in a].count(1) == 3
     assert a == m.sample_few_shot(labels, 4, seed=1) != m.sample_few_shot(labels, 4, seed=2)
     assert m.sample_few_shot(labels, None, seed=1) == list(range(20))
+
+
+def test_a_backbone_with_non_finite_features_stops_training_with_a_clear_error():
+    bb = m.load_backbone(m.TINY_MODEL, "none", seed=0)
+    with torch.no_grad():
+        bb.model.visual.proj.fill_(float("nan"))
+    images, labels, names = fashion("train")
+    keep = [i for i, y in enumerate(labels) if y < 2][:4]
+    with pytest.raises(m.NonFiniteOutputError, match="backbone produces non-finite features"):
+        m.train_adapter(bb, [images[i] for i in keep], [labels[i] for i in keep], names[:2],
+                        train=m.TrainConfig(shots=2, epochs=1, max_steps=1, warmup_epochs=0))
