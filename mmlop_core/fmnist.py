@@ -64,7 +64,8 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 # not (a CLIP-like gap that few-shot adaptation can close).
 LOOSE_LABELS: dict[str, tuple[str, ...]] = {
     "t-shirt": ("shirt",), "trouser": ("dress",), "pullover": ("coat", "shirt"), "dress": ("coat",),
-    "coat": ("pullover",), "sandal": ("sneaker",), "shirt": ("t-shirt", "pullover"), "sneaker": ("sandal", "ankle boot"),
+    "coat": ("pullover",), "sandal": ("sneaker",), "shirt": ("t-shirt", "pullover"),
+    "sneaker": ("sandal", "ankle boot"),
     "bag": ("coat",), "ankle boot": ("sneaker",),
 }
 
@@ -176,5 +177,6 @@ def apply_domain(image: np.ndarray | Image.Image, domain: str, rng: random.Rando
     return DOMAIN_TRANSFORMS[domain](im, rng or random.Random(0))
 
 
-__all__ = ["CLASS_NAMES", "DEFAULT_DIR", "DOMAIN_CAPTIONS", "DOMAIN_TRANSFORMS", "GENERIC_NAMES", "LOOSE_LABELS", "PRETRAIN_DOMAINS", "SYNONYMS",
+__all__ = ["CLASS_NAMES", "DEFAULT_DIR", "DOMAIN_CAPTIONS", "DOMAIN_TRANSFORMS", "GENERIC_NAMES", "LOOSE_LABELS",
+           "PRETRAIN_DOMAINS", "SYNONYMS",
            "apply_domain", "read_split"]

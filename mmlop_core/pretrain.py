@@ -10,10 +10,11 @@ Recipe (CLIP, Radford et al. 2021, on open_clip's own parts): the model is
 features with the model's learned ``logit_scale``; AdamW with linear warm-up and cosine decay.
 Each train photo is rendered once in a domain drawn with the seed (half plain photos, the rest
 negative / sketch / blur / rotated / low contrast, :data:`fmnist.PRETRAIN_DOMAINS`); its caption
-is redrawn each step from that domain's templates (:data:`fmnist.DOMAIN_CAPTIONS`) with its class
-name or, at `generic_rate`, with a word of its group ("top", "footwear": :data:`fmnist.GENERIC_NAMES`),
-as web captions name groups more often than fine classes. The text tower runs on token ids trimmed to the longest caption, exact under the causal mask
-(MMLOP.md section 1). The test split is never read here.
+is redrawn each step from that domain's templates (:data:`fmnist.DOMAIN_CAPTIONS`) filled with a
+class-specific synonym, or, at `label_rate`, a label word (a share `loose_rate` of them a
+neighbouring class's), or, at `generic_rate`, a word of its group (:mod:`mmlop_core.fmnist`), as
+web captions do. The text tower runs on token ids trimmed to the longest caption, exact under the
+causal mask (MMLOP.md section 1). The test split is never read here.
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ class PretrainConfig:
                   ("lr", self.lr, 1e-7, 1.0), ("weight_decay", self.weight_decay, 0.0, 10.0),
                   ("warmup_steps", self.warmup_steps, 0, 10**7), ("holdout", self.holdout, 0, 59_000),
                   ("seed", self.seed, 0, 2**31 - 1), ("threads", self.threads, 0, 1024),
-                  ("label_rate", self.label_rate, 0.0, 1.0), ("loose_rate", self.loose_rate, 0.0, 1.0), ("generic_rate", self.generic_rate, 0.0, 1.0), ("eval_every", self.eval_every, 0, 10**7),
+                  ("label_rate", self.label_rate, 0.0, 1.0), ("loose_rate", self.loose_rate, 0.0, 1.0),
+                  ("generic_rate", self.generic_rate, 0.0, 1.0), ("eval_every", self.eval_every, 0, 10**7),
                   ("init_logit_scale", self.init_logit_scale, 1.0, 100.0))
         for name, value, lo, hi in checks:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
@@ -100,8 +102,9 @@ class RenderedPhotos:
     Attributes:
         pixels: uint8 (N, S, S) grayscale, resized bicubic like the backbone's eval transform.
         labels: LongTensor (N,) class index.
-        captions: LongTensor (K, L) token ids of every (domain, template, class) caption.
-        choices: per photo, LongTensor of its caption rows (its domain's templates, its class).
+        captions: LongTensor (K, L) token ids of every (domain, template, word, class) caption.
+        choices: per kind of word ("label", "loose", "generic", "synonym"), per photo, the
+            LongTensor of its caption rows (its domain's templates filled with that kind's words).
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, tokenizer, seed: int,
@@ -253,6 +256,7 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, data_di
     steps = max(1, int(config.epochs * steps_per_epoch))
     if config.max_steps is not None:
         steps = min(steps, config.max_steps)
+    templates = ensemble_templates("a photo of a {}.", True)  # the 60-template zero-shot check
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = ClipLoss()
     model.train()
@@ -277,7 +281,7 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, data_di
             loss = float(total.detach())
             if config.eval_every and step % config.eval_every == 0 and len(held_y):
                 acc = zero_shot_accuracy(model, tokenizer, held, torch.from_numpy(held_y), mean, std,
-                                         ensemble_templates("a photo of a {}.", True))
+                                         templates)
                 model.train()
                 log.warning("step %d: holdout zero-shot top-1 %.3f", step, acc)
             if on_progress is not None:
@@ -287,7 +291,6 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, data_di
                                              eta_s=elapsed / step * (steps - step)))
     seconds = time.perf_counter() - start
     model.eval()
-    templates = ensemble_templates("a photo of a {}.", True)
     held_acc = zero_shot_accuracy(model, tokenizer, held, torch.from_numpy(held_y), mean, std, templates) \
         if len(held_y) else None
     out = Path(out)
