@@ -13,11 +13,11 @@ Every refusal is a 422 ``invalid-config`` whose ``field`` names the key as the u
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from api.bounds import loads_bounded
 from api.problem import ProblemError
 from service.settings import Settings
 
@@ -109,7 +109,9 @@ def _validate_part(cls: Any, name: str, part: dict[str, Any], where: ParsedConfi
 def parse_config(raw: str | None, settings: Settings) -> ParsedConfig:
     """Validate the ``config`` form field (nested, flat or mixed form; see the module doc).
 
-    Also caps ``epochs`` at ``settings.job_max_epochs`` and sets ``max_seconds`` to at most
+    Integers outside ``api.bounds.JSON_INT_MAX`` are refused while parsing (naming their key);
+    every field is then range-checked by its config class. Also caps ``epochs`` at
+    ``settings.job_max_epochs`` and sets ``max_seconds`` to at most
     ``settings.job_max_seconds``.
 
     Raises:
@@ -117,12 +119,7 @@ def parse_config(raw: str | None, settings: Settings) -> ParsedConfig:
     """
     from mmlop_core import AdapterConfig, TrainConfig
 
-    data: Any = {}
-    if raw:
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise _invalid(f"config is not valid JSON: {exc.msg} at {exc.pos}", "config") from exc
+    data: Any = loads_bounded(raw, "config", kind="invalid-config") if raw else {}
     if not isinstance(data, dict):
         raise _invalid('config must be a JSON object: {"adapter": {...}, "train": {...}} or flat '
                        '{"preset": "mmlop", "epochs": 5, ...}', "config")

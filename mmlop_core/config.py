@@ -66,6 +66,14 @@ def _check_type(name: str, value: Any, types: tuple[type, ...], optional: bool =
         raise ConfigError(f"{name}={value!r} must be of type {wanted}")
 
 
+def _as_float(name: str, value: int | float) -> float:
+    """``float(value)``; an integer too large for a double is a ConfigError naming the field."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"{name}={str(value)[:20]}... is out of range (too large for a float)") from None
+
+
 def _check_range(name: str, value: float | None, lo: float, hi: float) -> None:
     if value is not None and not lo <= value <= hi:
         raise ConfigError(f"{name}={value!r} is out of range; allowed {lo} to {hi}")
@@ -137,7 +145,7 @@ class AdapterConfig(_DictMixin):
         self.drift = _enum(DriftMode, self.drift, "drift")  # type: ignore[assignment]
         for name in ("init_std", "lambda_text", "lambda_image", "lambda_kl"):
             _check_type(name, getattr(self, name), (int, float))
-            setattr(self, name, float(getattr(self, name)))
+            setattr(self, name, _as_float(name, getattr(self, name)))
         _check_range("init_std", self.init_std, 1e-6, 10.0)
         for name in ("lambda_text", "lambda_image", "lambda_kl"):
             _check_range(name, getattr(self, name), 0.0, 1e4)
@@ -236,7 +244,7 @@ class TrainConfig(_DictMixin):
         for name, lo, hi in (("lr", 0.0, 10.0), ("momentum", 0.0, 0.999), ("weight_decay", 0.0, 1.0),
                              ("warmup_lr", 0.0, 10.0), ("crop_scale_min", 0.01, 1.0)):
             _check_type(name, getattr(self, name), (int, float))
-            setattr(self, name, float(getattr(self, name)))
+            setattr(self, name, _as_float(name, getattr(self, name)))
             _check_range(name, getattr(self, name), lo, hi)
         _check_type("augment", self.augment, (bool,))
         self.precision = _enum(Precision, self.precision, "precision")  # type: ignore[assignment]

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from api.bounds import INT32_MAX
 from api.config_form import check_template, parse_config
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
@@ -311,7 +312,8 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
 
 @router.get("", response_model=AdaptationList, summary="List adaptations, newest first")
 def list_adaptations(session: SessionDep, tenant: TenantDep,
-                     limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0),
+                     limit: int = Query(20, ge=1, le=200),
+                     offset: int = Query(0, ge=0, le=INT32_MAX),
                      status: JobStatus | None = None) -> AdaptationList:
     """One page of the tenant's adaptations, newest first."""
     where = [Adaptation.tenant_id == tenant.id, Adaptation.deleted_at.is_(None)]

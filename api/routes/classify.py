@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from api.bounds import loads_bounded
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
 from api.routes.adaptations import get_owned
@@ -71,7 +72,7 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
         if len(raw) > settings.upload_max_bytes:
             raise ProblemError(413, "request body too large", kind="too-large")
         try:
-            body = ClassifyJSON.model_validate_json(raw)
+            body = ClassifyJSON.model_validate(loads_bounded(raw, ""))
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err.get("loc", ())) or "body"

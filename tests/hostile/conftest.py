@@ -50,6 +50,31 @@ def hostile_stack(tmp_path_factory: pytest.TempPathFactory,
         drop_pg_database(pg_database_url)
 
 
+@pytest.fixture(scope="session")
+def hostile_sqlite_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["Stack"]:  # noqa: F821
+    """uvicorn with the small ``LIMITS`` on its own SQLite file and filesystem broker; no worker."""
+    from utils.stack import Stack, base_env
+
+    cwd = tmp_path_factory.mktemp("hostile_sqlite")
+    database_url = f"sqlite:///{cwd}/var/mmlop.db"
+    env = base_env({"MMLOP_DATABASE_URL": database_url, **LIMITS})
+    stack = Stack(env=env, cwd=cwd, database_url=database_url, blob_root=cwd / "var" / "blobs")
+    try:
+        stack.migrate()
+        stack.start_api()
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_stack(request: pytest.FixtureRequest) -> "Stack":  # noqa: F821
+    """The hostile API stack on each database the service supports (SQLite, then PostgreSQL)."""
+    name = "hostile_sqlite_stack" if request.param == "sqlite" else "hostile_stack"
+    return request.getfixturevalue(name)
+
+
 @pytest.fixture
 def new_tenant(hostile_stack):
     """A fresh tenant on the hostile stack: ``(tenant id, api key)``."""

@@ -95,3 +95,14 @@ def test_template_needs_exactly_one_plain_slot(template):
 def test_valid_templates_format_with_one_name(template):
     cfg = AdapterConfig.from_dict({"template": template})
     assert "bag" in cfg.template.format("bag")
+
+
+@pytest.mark.parametrize("cls,data,fragment", [
+    (TrainConfig, {"lr": 10**400}, "lr="), (TrainConfig, {"warmup_lr": -(10**400)}, "warmup_lr="),
+    (TrainConfig, {"momentum": 10**309}, "momentum="),
+    (AdapterConfig, {"init_std": 10**400}, "init_std="), (AdapterConfig, {"lambda_kl": 10**400}, "lambda_kl="),
+])
+def test_integer_too_large_for_a_float_is_a_config_error(cls, data, fragment):
+    # issue 12 A.4: float(10**400) raised OverflowError (an API 500), not a ConfigError naming the field
+    with pytest.raises(ConfigError, match=fragment):
+        cls.from_dict(data)
