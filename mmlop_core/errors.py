@@ -44,3 +44,11 @@ class NonFiniteOutputError(MMLoPError):
 
 class TrainingCanceled(MMLoPError):
     """A training callback asked the trainer to stop before the end."""
+
+
+class TimeBudgetExceeded(MMLoPError):
+    """The training time budget (``TrainConfig.max_seconds``) ran out before the first step.
+
+    Raised when the text features of the classes alone take the whole budget; once training
+    has started, the budget stops it early instead (``stopped_early="max_seconds"``).
+    """

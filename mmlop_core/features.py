@@ -1,6 +1,8 @@
 """Class (text) features: frozen template ensembles, prompted features, and served features."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -59,12 +61,18 @@ def tokenize(backbone: Backbone, texts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def frozen_class_features(backbone: Backbone, class_names: list[str], templates: list[str]) -> torch.Tensor:
+def frozen_class_features(backbone: Backbone, class_names: list[str], templates: list[str],
+                          between_chunks: Callable[[int, int, int], None] | None = None) -> torch.Tensor:
     """t0: frozen text features averaged over `templates` (MMLOP.md section 3).
 
     Each template's features are L2-normalised, averaged over templates, and renormalised
     (CLIP's zero-shot ensembling). Computed once per job, not per step. Names pass through
     :func:`text_name` (``_`` -> space).
+
+    Args:
+        between_chunks: called as ``(texts done, texts in all, classes)`` before every chunk of
+            ``_TEXT_CHUNK`` texts but the first (the trainer's cancel and time-budget checks);
+            whatever it raises propagates.
 
     Returns:
         FloatTensor (C, D), fp32, unit rows, on the backbone's device.
@@ -72,6 +80,8 @@ def frozen_class_features(backbone: Backbone, class_names: list[str], templates:
     texts = [t.format(text_name(name)) for name in class_names for t in templates]
     feats = []
     for start in range(0, len(texts), _TEXT_CHUNK):
+        if start and between_chunks is not None:
+            between_chunks(start, len(texts), len(class_names))
         tokens = tokenize(backbone, texts[start:start + _TEXT_CHUNK])
         feats.append(F.normalize(encode_text(backbone.model, tokens).float(), dim=-1))
     per_text = torch.cat(feats).view(len(class_names), len(templates), -1)

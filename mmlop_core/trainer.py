@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -24,7 +24,7 @@ from .backbone import Backbone
 from .config import AdapterConfig, Precision, TextInit, TrainConfig
 from .data import BatchAugment, sample_few_shot
 from .encoders import encode_image
-from .errors import DataError, NonFiniteOutputError, TrainingCanceled
+from .errors import DataError, NonFiniteOutputError, TimeBudgetExceeded, TrainingCanceled
 from .features import (check_names_read_apart, frozen_class_features, prompted_class_features, served_class_features,
                        tokenize)
 from .images import to_rgb
@@ -131,7 +131,9 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
         config: adapter shape/regularisation (default: `mmlop` preset).
         train: optimisation settings (default :class:`TrainConfig`); `shots` samples per class
             with `seed`; `max_steps`/`max_seconds` cut the run short (recorded in metrics).
-        callbacks: objects with optional ``on_progress(TrainProgress)`` and ``should_stop()``.
+            `max_seconds` counts from this call, the class text features included.
+        callbacks: objects with optional ``on_progress(TrainProgress)`` and ``should_stop()``;
+            ``should_stop`` is also polled between chunks of the text features.
 
     Returns:
         :class:`Adapter` with served class features (UDC applied) and metrics: ``steps``,
@@ -142,7 +144,9 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
         DataError: inconsistent images/labels/class names.
         ConfigError: a depth beyond the backbone's blocks.
         TrainingCanceled: a callback's ``should_stop()`` returned True.
+        TimeBudgetExceeded: `max_seconds` ran out computing the text features, before step 1.
     """
+    started = time.perf_counter()
     config = config or AdapterConfig()
     train = train or TrainConfig()
     class_names = [n.strip() for n in class_names]
@@ -156,9 +160,11 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
         rgb = [to_rgb(images[i]) for i in chosen]
         targets = torch.tensor([labels[i] for i in chosen], dtype=torch.long)
         frozen_text = frozen_class_features(backbone, class_names,
-                                            ensemble_templates(config.template, config.ensemble_templates))
-        metrics, image_drift = _fit(backbone, config, train, prompts, rgb, targets, class_names,
-                                    frozen_text, callbacks)
+                                            ensemble_templates(config.template, config.ensemble_templates),
+                                            between_chunks=_text_phase_check(train, callbacks, started))
+        left = None if train.max_seconds is None else max(train.max_seconds - (time.perf_counter() - started), 0.001)
+        metrics, image_drift = _fit(backbone, config, train if left is None else replace(train, max_seconds=left),
+                                    prompts, rgb, targets, class_names, frozen_text, callbacks)
     text_prompts = prompts.text_prompts().detach() if config.text_depth else None
     class_features = served_class_features(backbone, class_names, config, text_prompts, frozen=frozen_text)
     prompts = prompts.cpu().requires_grad_(False)
@@ -166,6 +172,20 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
                    class_features=class_features.cpu(),
                    image_drift=None if image_drift is None else image_drift.cpu(),
                    backbone=backbone.describe(), metrics=metrics, train_config=train.to_dict())
+
+
+def _text_phase_check(train: TrainConfig, callbacks: Sequence[object], started: float):
+    """Called between text-feature chunks: stop when a callback asks, or the budget is spent."""
+    stops = [cb.should_stop for cb in callbacks if hasattr(cb, "should_stop")]
+
+    def check(done: int, total: int, classes: int) -> None:
+        if any(stop() for stop in stops):
+            raise TrainingCanceled(f"training canceled while computing text features ({done} of {total} texts)")
+        if train.max_seconds is not None and time.perf_counter() - started >= train.max_seconds:
+            raise TimeBudgetExceeded(f"the time budget (max_seconds={train.max_seconds:g}) ran out computing the "
+                                     f"text features of {classes} classes ({done} of {total} texts), before "
+                                     "training started; use fewer classes or a larger budget")
+    return check
 
 
 def _fit(backbone: Backbone, config: AdapterConfig, train: TrainConfig, prompts: LowRankPrompts,
