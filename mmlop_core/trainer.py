@@ -191,87 +191,171 @@ def _text_phase_check(train: TrainConfig, callbacks: Sequence[object], started: 
 def _fit(backbone: Backbone, config: AdapterConfig, train: TrainConfig, prompts: LowRankPrompts,
          rgb: list[Image.Image], targets: torch.Tensor, class_names: list[str], frozen_text: torch.Tensor,
          callbacks: Sequence[object]) -> tuple[dict, torch.Tensor | None]:
-    """The optimisation loop; returns (metrics, image drift)."""
-    model, device = backbone.model, backbone.device
-    n = len(rgb)
-    steps_per_epoch = math.ceil(n / train.batch_size)
-    total_steps = steps_per_epoch * train.epochs if config.prompted else 0
-    if train.max_steps is not None:
-        total_steps = min(total_steps, train.max_steps)
-    metrics: dict = {"train_images": n, "steps": 0, "seconds": 0.0, "images_per_s": 0.0,
-                     "final_loss": None, "train_accuracy": None, "stopped_early": None,
-                     "trainable_parameters": prompts.trainable_parameters}
-    if total_steps == 0:
-        return metrics, None
-    augment = BatchAugment(rgb, backbone.preprocess, backbone.image_size, train.crop_scale_min, train.augment, device)
-    optimizer = torch.optim.SGD(prompts.parameters(), lr=train.lr, momentum=train.momentum,
-                                weight_decay=train.weight_decay)
-    warmup_steps = min(train.warmup_epochs * steps_per_epoch, total_steps - 1) if train.warmup_epochs else 0
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.precision is Precision.FP16 else None
-    logit_scale = model.logit_scale.exp().float()
-    targets = targets.to(device)
-    start, step, seen = time.perf_counter(), 0, 0
-    drift_sum, correct = None, 0
-    hooks_progress = [cb.on_progress for cb in callbacks if hasattr(cb, "on_progress")]
-    hooks_stop = [cb.should_stop for cb in callbacks if hasattr(cb, "should_stop")]
-    for epoch in range(1, train.epochs + 1):
-        order = torch.randperm(n)
-        drift_sum, drift_count, correct = None, 0, 0
-        for b in range(steps_per_epoch):
-            idx = order[b * train.batch_size:(b + 1) * train.batch_size]
-            x = augment(idx)  # (B, 3, H, W)
-            y = targets[idx.to(device)]
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, warmup_steps, total_steps, train)
-            with _autocast(device, train.precision):
-                text_prompts = prompts.text_prompts() if config.text_depth else None
-                vision_prompts = prompts.vision_prompts() if config.vision_depth else None
-                t_hat = prompted_class_features(backbone, class_names, config, text_prompts)  # (C, D)
-                f_hat = F.normalize(encode_image(model, x, vision_prompts).float(), dim=-1)  # (B, D)
-                with torch.no_grad():
-                    f0 = F.normalize(encode_image(model, x).float(), dim=-1)  # (B, D)
-            logits = logit_scale * f_hat @ t_hat.t()  # (B, C)
-            frozen_logits = logit_scale * f0 @ frozen_text.t()
-            terms = lscl_loss(logits, y, t_hat, frozen_text, f_hat, f0, frozen_logits,
-                              config.lambda_text, config.lambda_image, config.lambda_kl)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(terms.total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                terms.total.backward()
-                optimizer.step()
-            with torch.no_grad():
-                delta = (f_hat - f0).sum(dim=0)
-                drift_sum = delta if drift_sum is None else drift_sum + delta
-                drift_count += len(idx)
-                correct += int((logits.argmax(dim=-1) == y).sum())
-            step += 1
-            seen += len(idx)
-            elapsed = time.perf_counter() - start
-            loss = float(terms.total.detach())
-            if not math.isfinite(loss):
-                if not (bool(torch.isfinite(f0).all()) and bool(torch.isfinite(frozen_text).all())):
-                    raise NonFiniteOutputError(f"training stopped at step {step}: the backbone produces non-finite "
-                                               f"features (NaN or infinity), so its weights are corrupt")
-                raise DataError(f"training diverged at step {step} (loss={loss}); lower lr (now {train.lr})")
-            progress = TrainProgress(epoch=epoch, epochs=train.epochs, step=step, steps=total_steps, loss=loss,
-                                     images_per_s=seen / max(elapsed, 1e-9),
-                                     eta_s=elapsed / step * (total_steps - step))
-            for hook in hooks_progress:
-                hook(progress)
-            if any(hook() for hook in hooks_stop):
-                raise TrainingCanceled(f"training canceled at step {step} of {total_steps}")
-            metrics.update(steps=step, seconds=elapsed, images_per_s=progress.images_per_s, final_loss=loss)
-            stop = "max_steps" if step >= total_steps and train.max_steps is not None and step < steps_per_epoch * train.epochs else None
-            if train.max_seconds is not None and elapsed >= train.max_seconds and step < total_steps:
-                stop = "max_seconds"
-            if stop or step >= total_steps:
-                metrics["stopped_early"] = stop
+    """The optimisation loop; returns (metrics, image drift FloatTensor (D,) or None)."""
+    return _FitLoop(backbone, config, train, prompts, class_names, frozen_text, callbacks).run(rgb, targets)
+
+
+@dataclass
+class _EpochStats:
+    """Per-epoch sums: image drift (sum of f_hat - f0, (D,)), rows seen and rows classified right."""
+
+    drift_sum: torch.Tensor | None = None
+    count: int = 0
+    correct: int = 0
+
+    @torch.no_grad()
+    def add(self, f_hat: torch.Tensor, f0: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        delta = (f_hat - f0).sum(dim=0)  # (D,)
+        self.drift_sum = delta if self.drift_sum is None else self.drift_sum + delta
+        self.count += len(y)
+        self.correct += int((logits.argmax(dim=-1) == y).sum())
+
+    @property
+    def drift(self) -> torch.Tensor | None:
+        return None if self.drift_sum is None else self.drift_sum / max(self.count, 1)
+
+
+class _FitLoop:
+    """One run of the optimisation loop in named steps (nanoGPT/minGPT style).
+
+    `run` -> `_prepare` (augmentation, optimizer, scaler) -> `_epoch` per epoch -> per batch
+    `_step` (augment, LSCL forward, backward, update) then `_after_step` (finite check, callbacks,
+    budgets). Draws from the global torch RNG in this order: per epoch one ``randperm``, per step
+    the augmentation's draws.
+    """
+
+    def __init__(self, backbone: Backbone, config: AdapterConfig, train: TrainConfig, prompts: LowRankPrompts,
+                 class_names: list[str], frozen_text: torch.Tensor, callbacks: Sequence[object]) -> None:
+        self.backbone, self.config, self.train, self.prompts = backbone, config, train, prompts
+        self.class_names, self.frozen_text = class_names, frozen_text  # frozen_text: (C, D)
+        self.hooks_progress = [cb.on_progress for cb in callbacks if hasattr(cb, "on_progress")]
+        self.hooks_stop = [cb.should_stop for cb in callbacks if hasattr(cb, "should_stop")]
+        self.step = self.seen = 0
+        self.start = 0.0
+
+    def _plan(self, n: int) -> None:
+        """Step counts: per epoch, in all (after `max_steps`; 0 without prompts), warm-up."""
+        train = self.train
+        self.n = n
+        self.steps_per_epoch = math.ceil(n / train.batch_size)
+        self.total_steps = self.steps_per_epoch * train.epochs if self.config.prompted else 0
+        if train.max_steps is not None:
+            self.total_steps = min(self.total_steps, train.max_steps)
+        self.warmup_steps = (min(train.warmup_epochs * self.steps_per_epoch, self.total_steps - 1)
+                             if train.warmup_epochs else 0)
+
+    def run(self, rgb: list[Image.Image], targets: torch.Tensor) -> tuple[dict, torch.Tensor | None]:
+        """Train on `rgb` with class indices `targets` (LongTensor (N,)); returns (metrics, drift)."""
+        self._plan(len(rgb))
+        self.metrics: dict = {"train_images": self.n, "steps": 0, "seconds": 0.0, "images_per_s": 0.0,
+                              "final_loss": None, "train_accuracy": None, "stopped_early": None,
+                              "trainable_parameters": self.prompts.trainable_parameters}
+        if self.total_steps == 0:
+            return self.metrics, None
+        self._prepare(rgb, targets)
+        drift = None
+        for epoch in range(1, self.train.epochs + 1):
+            drift, done = self._epoch(epoch)
+            if done:
                 break
-        metrics["train_accuracy"] = correct / max(drift_count, 1)
-        if metrics["stopped_early"] or step >= total_steps:
-            break
-    log.info("trained %d steps in %.1f s (%.1f images/s)", step, metrics["seconds"], metrics["images_per_s"])
-    return metrics, drift_sum / max(drift_count, 1)
+        log.info("trained %d steps in %.1f s (%.1f images/s)", self.step, self.metrics["seconds"],
+                 self.metrics["images_per_s"])
+        return self.metrics, drift
+
+    def _prepare(self, rgb: list[Image.Image], targets: torch.Tensor) -> None:
+        """Augmentation, SGD on the prompt factors only, fp16 loss scaler (CUDA + fp16 only)."""
+        backbone, train, device = self.backbone, self.train, self.backbone.device
+        self.augment = BatchAugment(rgb, backbone.preprocess, backbone.image_size, train.crop_scale_min,
+                                    train.augment, device)
+        self.optimizer = torch.optim.SGD(self.prompts.parameters(), lr=train.lr, momentum=train.momentum,
+                                         weight_decay=train.weight_decay)
+        self.scaler = (torch.amp.GradScaler("cuda")
+                       if device.type == "cuda" and train.precision is Precision.FP16 else None)
+        self.logit_scale = backbone.model.logit_scale.exp().float()
+        self.targets = targets.to(device)
+        self.start = time.perf_counter()
+
+    def _epoch(self, epoch: int) -> tuple[torch.Tensor | None, bool]:
+        """One shuffled pass; returns (this epoch's mean image drift (D,), whether training is over)."""
+        order = torch.randperm(self.n)
+        stats = _EpochStats()
+        done = False
+        for b in range(self.steps_per_epoch):
+            idx = order[b * self.train.batch_size:(b + 1) * self.train.batch_size]
+            loss, f_hat, f0, logits, y = self._step(idx)
+            stats.add(f_hat, f0, logits, y)
+            self.step += 1
+            self.seen += len(idx)
+            done = self._after_step(epoch, loss, f0)
+            if done:
+                break
+        self.metrics["train_accuracy"] = stats.correct / max(stats.count, 1)
+        return stats.drift, done or self.step >= self.total_steps
+
+    def _step(self, idx: torch.Tensor):
+        """One optimizer step on rows `idx` (LongTensor (B,)).
+
+        Returns (total loss (scalar), f_hat (B, D), f0 (B, D), logits (B, C), labels (B,)).
+        """
+        model, config, device = self.backbone.model, self.config, self.backbone.device
+        x = self.augment(idx)  # (B, 3, H, W)
+        y = self.targets[idx.to(device)]
+        for group in self.optimizer.param_groups:
+            group["lr"] = _lr_at(self.step, self.warmup_steps, self.total_steps, self.train)
+        with _autocast(device, self.train.precision):
+            text_prompts = self.prompts.text_prompts() if config.text_depth else None
+            vision_prompts = self.prompts.vision_prompts() if config.vision_depth else None
+            t_hat = prompted_class_features(self.backbone, self.class_names, config, text_prompts)  # (C, D)
+            f_hat = F.normalize(encode_image(model, x, vision_prompts).float(), dim=-1)  # (B, D)
+            with torch.no_grad():
+                f0 = F.normalize(encode_image(model, x).float(), dim=-1)  # (B, D)
+        logits = self.logit_scale * f_hat @ t_hat.t()  # (B, C)
+        frozen_logits = self.logit_scale * f0 @ self.frozen_text.t()
+        terms = lscl_loss(logits, y, t_hat, self.frozen_text, f_hat, f0, frozen_logits,
+                          config.lambda_text, config.lambda_image, config.lambda_kl)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(terms.total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            terms.total.backward()
+            self.optimizer.step()
+        return terms.total, f_hat, f0, logits, y
+
+    def _after_step(self, epoch: int, total: torch.Tensor, f0: torch.Tensor) -> bool:
+        """Finite check, progress and stop callbacks, metrics, budgets; returns whether to stop."""
+        elapsed = time.perf_counter() - self.start
+        loss = float(total.detach())
+        self._check_finite(loss, f0)
+        progress = TrainProgress(epoch=epoch, epochs=self.train.epochs, step=self.step, steps=self.total_steps,
+                                 loss=loss, images_per_s=self.seen / max(elapsed, 1e-9),
+                                 eta_s=elapsed / self.step * (self.total_steps - self.step))
+        for hook in self.hooks_progress:
+            hook(progress)
+        if any(hook() for hook in self.hooks_stop):
+            raise TrainingCanceled(f"training canceled at step {self.step} of {self.total_steps}")
+        self.metrics.update(steps=self.step, seconds=elapsed, images_per_s=progress.images_per_s, final_loss=loss)
+        stop = self._budget_stop(elapsed)
+        if stop or self.step >= self.total_steps:
+            self.metrics["stopped_early"] = stop
+            return True
+        return False
+
+    def _check_finite(self, loss: float, f0: torch.Tensor) -> None:
+        """NonFiniteOutputError when the frozen features are non-finite, else DataError (divergence)."""
+        if math.isfinite(loss):
+            return
+        if not (bool(torch.isfinite(f0).all()) and bool(torch.isfinite(self.frozen_text).all())):
+            raise NonFiniteOutputError(f"training stopped at step {self.step}: the backbone produces non-finite "
+                                       f"features (NaN or infinity), so its weights are corrupt")
+        raise DataError(f"training diverged at step {self.step} (loss={loss}); lower lr (now {self.train.lr})")
+
+    def _budget_stop(self, elapsed: float) -> str | None:
+        """``"max_steps"`` when a step budget cut the planned run short, ``"max_seconds"`` past the time budget."""
+        train, step = self.train, self.step
+        stop = ("max_steps" if step >= self.total_steps and train.max_steps is not None
+                and step < self.steps_per_epoch * train.epochs else None)
+        if train.max_seconds is not None and elapsed >= train.max_seconds and step < self.total_steps:
+            stop = "max_seconds"
+        return stop
