@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     # Per-tenant rate limit: requests per window (0 disables), window length (seconds).
     rate_limit_requests: int = Field(default=6000, ge=0)
     rate_limit_window_s: int = Field(default=60, gt=0)
+    # Failed authentication per client address (checked before the key's database lookup):
+    # bad API keys allowed per window (0 disables), window length (seconds). Over it, every
+    # request from that address is 429 until the window ends.
+    auth_failure_limit: int = Field(default=30, ge=0)
+    auth_failure_window_s: int = Field(default=60, gt=0)
+    # Bearer token that GET /metrics requires when set (unset or empty: /metrics is open).
+    metrics_token: SecretStr | None = None
     # Per-tenant quotas (0 disables each): live adaptations, queued+running jobs, stored bytes.
     quota_max_adapters: int = Field(default=1000, ge=0)
     quota_max_concurrent_jobs: int = Field(default=20, ge=0)
