@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=30.0, ge=0)
     reconcile_grace_s: float = Field(default=60.0, ge=0)
     job_heartbeat_timeout_s: float = Field(default=900.0, gt=0)
+    # Log lines of the API and the worker (service/logs.py): text, or one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
