@@ -2,6 +2,8 @@
 
 One exception handler maps domain errors (``ProblemError``, ``mmlop_core`` errors, validation
 and HTTP errors) to problem documents; anything unexpected becomes a logged 500 without details.
+Answers name only what the client sent: errors about the server's own backbone, checkpoints or
+outputs get a fixed detail, and their message (server paths, weights) goes to the log.
 """
 
 from __future__ import annotations
@@ -32,6 +34,26 @@ _TITLES = {
     429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
+}
+
+
+# Answer to every request that needs the backbone when it could not be loaded (/readyz, the 503s).
+# Fixed text: the loader's exception names server paths; it goes to the log (issue 12 D.10).
+BACKBONE_UNAVAILABLE = (
+    "the backbone could not be loaded (the cause is in the API's log); point MMLOP_PRETRAINED at a "
+    "local weights file, use MMLOP_PRETRAINED=none, or the offline tiny backbone "
+    "(MMLOP_BACKBONE=mmlop-tiny MMLOP_PRETRAINED=fmnist)")
+
+# Errors about what the server holds (its backbone, stored checkpoints, model outputs): their
+# messages name blob and weights paths, so the answer gets this fixed text and the log gets the
+# message. Keyed by problem kind.
+_SERVER_SIDE_DETAILS = {
+    "backbone-mismatch": "this adapter was trained on another backbone than the one this server "
+                         "runs, so it cannot be used here; train it again",
+    "checkpoint-unusable": "the stored checkpoint of this adapter cannot be used; train it again",
+    "backbone-unavailable": BACKBONE_UNAVAILABLE,
+    "non-finite-output": "the model produced non-finite scores (NaN or infinity); nothing was "
+                         "served and the cause has been logged",
 }
 
 
@@ -153,6 +175,10 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(request, 503, "the database is unavailable; retry later",
                                 kind="database-unavailable", headers={"Retry-After": "5"})
     mapped = _core_error_status(exc)
+    if mapped is not None and mapped[1] in _SERVER_SIDE_DETAILS:
+        status, kind = mapped
+        logger.warning("%s on %s %s: %s", kind, request.method, request.url.path, exc)
+        return problem_response(request, status, _SERVER_SIDE_DETAILS[kind], kind=kind)
     if mapped is not None:
         status, kind = mapped
         extra: dict[str, Any] = {}

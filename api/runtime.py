@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import Any
 
-from api.problem import ProblemError
+from api.problem import BACKBONE_UNAVAILABLE, ProblemError
 from service.backbone import load_configured_backbone
 from service.settings import Settings
 
@@ -76,8 +76,7 @@ class ModelRuntime:
             raise ProblemError(503, "the backbone is still loading; retry shortly",
                                kind="backbone-loading", headers={"Retry-After": "10"})
         if self.predictor is None:
-            raise ProblemError(503, f"the backbone could not be loaded: {self.error}",
-                               kind="backbone-unavailable")
+            raise ProblemError(503, BACKBONE_UNAVAILABLE, kind="backbone-unavailable")
 
     def invalidate(self, adapter_id: str) -> None:
         """Drop ``adapter_id`` (and its open-vocabulary features) from the cache (after delete)."""

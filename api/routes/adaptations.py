@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from api.bounds import INT32_MAX
 from api.config_form import check_template, parse_config
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
-from api.problem import ProblemError
+from api.problem import BACKBONE_UNAVAILABLE, ProblemError
 from api.schemas import AdaptationList, AdaptationPublic
 from api.uploads import ImageItem, check_classes, check_image, read_archive, read_form, read_limited
 from service import queue, quotas
@@ -291,8 +291,7 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
                            kind="unsupported-media-type")
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is not None and runtime.failed:  # the worker shares these settings: the job could only fail
-        raise ProblemError(503, f"the backbone could not be loaded, so no adapter can be trained: {runtime.error}",
-                           kind="backbone-unavailable")
+        raise ProblemError(503, BACKBONE_UNAVAILABLE, kind="backbone-unavailable")
     idem_key = request.headers.get("idempotency-key")
     if idem_key is not None and not (0 < len(idem_key) <= 200):
         raise ProblemError(422, "Idempotency-Key must be 1..200 characters",

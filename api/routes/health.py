@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.problem import PROBLEM_MEDIA_TYPE
+from api.problem import BACKBONE_UNAVAILABLE, PROBLEM_MEDIA_TYPE, ProblemError
 from service import queue
 from service.health import database_status
 
@@ -31,7 +33,9 @@ async def readyz(request: Request) -> JSONResponse:
     checks = {
         "database": db_detail,
         "broker": "ok" if broker_ok else "unreachable",
-        "backbone": "ok" if backbone_ok else (f"failed: {runtime.error}" if runtime.error else "loading"),
+        # never the loader's exception (server paths): it is in the log (issue 12 D.10)
+        "backbone": "ok" if backbone_ok else ("failed: " + BACKBONE_UNAVAILABLE if runtime.failed
+                                              else "loading"),
     }
     if db_ok and broker_ok and backbone_ok:
         return JSONResponse({"status": "ready", "checks": checks})
@@ -43,8 +47,26 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
+def _check_metrics_token(request: Request) -> None:
+    """401 problem+json unless the request carries ``Bearer <metrics_token>`` (when one is set)."""
+    secret = request.app.state.settings.metrics_token
+    token = secret.get_secret_value() if secret is not None else ""
+    if not token:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                             token.encode()):
+        raise ProblemError(401, "GET /metrics needs 'Authorization: Bearer <token>' with the "
+                           "token of MMLOP_METRICS_TOKEN", kind="unauthorized",
+                           headers={"WWW-Authenticate": 'Bearer realm="mmlop-metrics"'})
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition of the app's registry."""
+    """Prometheus text exposition of the app's registry (service-wide figures, no tenant data).
+
+    Requires ``Authorization: Bearer <MMLOP_METRICS_TOKEN>`` when that setting is set.
+    """
+    _check_metrics_token(request)
     body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
