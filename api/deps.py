@@ -50,10 +50,14 @@ def get_tenant(request: Request, response: Response, session: SessionDep,
                settings: SettingsDep) -> Tenant:
     """The tenant of the request's ``Authorization: Bearer <key>``; 401 otherwise.
 
-    Also counts the request against the tenant's rate limit (429 + ``Retry-After`` over it) and
-    sets the ``RateLimit-*`` headers. The key itself is never logged.
+    A client address with ``auth_failure_limit`` bad keys in the current window is refused
+    (429 + ``Retry-After``) before any database lookup; each bad key counts one. Also counts
+    the request against the tenant's rate limit (429 + ``Retry-After`` over it) and sets the
+    ``RateLimit-*`` headers. The key itself is never logged.
     """
     challenge = {"WWW-Authenticate": 'Bearer realm="mmlop"'}
+    address = request.client.host if request.client else "unknown"
+    ratelimit.check_auth_failures(address, settings)  # before the lookup: 429 once over it
     header = request.headers.get("authorization")
     if not header:
         raise ProblemError(401, "missing Authorization: Bearer <api key> header",
@@ -64,6 +68,7 @@ def get_tenant(request: Request, response: Response, session: SessionDep,
                            kind="unauthorized", headers=challenge)
     tenant = authenticate(session, key.strip())
     if tenant is None:
+        ratelimit.record_auth_failure(address, settings)
         raise ProblemError(401, "invalid or revoked API key", kind="unauthorized", headers=challenge)
     state = ratelimit.enforce(tenant.id, settings)
     response.headers.update(state.headers())

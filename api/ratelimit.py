@@ -1,4 +1,6 @@
-"""Per-tenant rate limit: a fixed window of ``rate_limit_requests`` per ``rate_limit_window_s``.
+"""Per-tenant rate limit: a fixed window of ``rate_limit_requests`` per ``rate_limit_window_s``;
+and per client address, a fixed window of ``auth_failure_limit`` bad API keys per
+``auth_failure_window_s``, checked before the key's database lookup (``check_auth_failures``).
 
 Counters live in Redis when the broker is Redis (shared by every API process: ``INCR`` +
 ``EXPIRE`` on ``mmlop:rl:<tenant>:<window>``), else in process memory (embedded mode, one API
@@ -41,11 +43,17 @@ class RateState:
 
 
 class RateLimiter:
-    """Fixed-window counter per tenant, in Redis or in process memory."""
+    """Fixed-window counter per subject (a tenant id, a client address), in Redis or in memory.
 
-    def __init__(self, settings: Settings) -> None:
-        self.limit = settings.rate_limit_requests
-        self.window = settings.rate_limit_window_s
+    ``limit`` and ``window`` default to the per-tenant request limit; Redis keys are
+    ``<prefix>:<subject>:<window>``.
+    """
+
+    def __init__(self, settings: Settings, limit: int | None = None, window: int | None = None,
+                 prefix: str = "mmlop:rl") -> None:
+        self.limit = settings.rate_limit_requests if limit is None else limit
+        self.window = settings.rate_limit_window_s if window is None else window
+        self.prefix = prefix
         self._redis: Any = None
         self._redis_down_until = 0.0
         if settings.broker_url.startswith(("redis://", "rediss://")):
@@ -63,10 +71,12 @@ class RateLimiter:
             self._local[(tenant_id, window)] = self._local.get((tenant_id, window), 0) + 1
             return self._local[(tenant_id, window)]
 
-    def _count(self, tenant_id: str, window: int) -> int:
+    def _count(self, tenant_id: str, window: int, add: int = 1) -> int:
         if self._redis is not None and time.monotonic() >= self._redis_down_until:
-            key = f"mmlop:rl:{tenant_id}:{window}"
+            key = f"{self.prefix}:{tenant_id}:{window}"
             try:
+                if not add:
+                    return int(self._redis.get(key) or 0)
                 pipe = self._redis.pipeline()
                 pipe.incr(key)
                 pipe.expire(key, self.window + 1)
@@ -74,7 +84,20 @@ class RateLimiter:
             except Exception:  # noqa: BLE001 - fall back to the local counter
                 logger.warning("rate limiter: Redis unreachable; counting in process for 10 s")
                 self._redis_down_until = time.monotonic() + 10
+        if not add:
+            with self._lock:
+                return self._local.get((tenant_id, window), 0)
         return self._count_local(tenant_id, window)
+
+    def used(self, subject: str, now: float | None = None) -> RateState:
+        """The state of ``subject``'s current window without counting (``allowed``: below limit)."""
+        now = time.time() if now is None else now
+        window = int(now // self.window)
+        reset = int((window + 1) * self.window - now) or 1
+        if self.limit <= 0:
+            return RateState(0, 0, reset, True)
+        used = self._count(subject, window, add=0)
+        return RateState(self.limit, max(0, self.limit - used), reset, used < self.limit)
 
     def hit(self, tenant_id: str, now: float | None = None) -> RateState:
         """Count one request of ``tenant_id``; returns the state (``allowed`` False over limit)."""
@@ -96,6 +119,43 @@ def limiter_for(settings: Settings) -> RateLimiter:
     if limiter is None:
         limiter = _limiters[id(settings)] = RateLimiter(settings)
     return limiter
+
+
+_auth_limiters: dict[int, RateLimiter] = {}
+
+
+def _auth_limiter(settings: Settings) -> RateLimiter:
+    limiter = _auth_limiters.get(id(settings))
+    if limiter is None:
+        # Namespaced by the task queue: one deployment's addresses, not another's on the same Redis.
+        limiter = _auth_limiters[id(settings)] = RateLimiter(
+            settings, settings.auth_failure_limit, settings.auth_failure_window_s,
+            prefix=f"mmlop:authfail:{settings.task_queue}")
+    return limiter
+
+
+def check_auth_failures(address: str, settings: Settings) -> None:
+    """Refuse a client address that has used up its failed authentications in this window.
+
+    Called before the API key is looked up, so a refused guess costs no database query.
+
+    Raises:
+        ProblemError: 429 ``auth-rate-limited`` with ``Retry-After`` (seconds to the window's end).
+    """
+    state = _auth_limiter(settings).used(address)
+    if not state.allowed:
+        raise ProblemError(429, f"too many failed authentications from this address (limit "
+                           f"{state.limit} per {settings.auth_failure_window_s} s); retry in "
+                           f"{state.reset_s} s", kind="auth-rate-limited",
+                           headers={"Retry-After": str(max(1, state.reset_s))})
+
+
+def record_auth_failure(address: str, settings: Settings) -> None:
+    """Count one bad API key from ``address`` (see :func:`check_auth_failures`)."""
+    state = _auth_limiter(settings).hit(address)
+    if state.limit and state.remaining == 0:
+        logger.warning("failed authentications from %s reached the limit of %d per %d s",
+                       address, state.limit, settings.auth_failure_window_s)
 
 
 def enforce(tenant_id: str, settings: Settings) -> RateState:
