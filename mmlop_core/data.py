@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 
@@ -71,58 +70,82 @@ def load_class_folders(root: str | Path) -> tuple[list[Image.Image], list[int], 
 
 
 class BatchAugment:
-    """Random-resized-crop + horizontal flip of a whole batch in one ``grid_sample`` (no per-image loop).
+    """Random-resized-crop + horizontal flip of the original images, then normalisation.
 
-    The training images are decoded, resized (shorter side to `image_size`, bicubic) and
-    center-cropped once per job and kept as uint8 on the device; each step samples, per row, an
-    area fraction in [crop_scale_min, 1], an aspect ratio in [3/4, 4/3] (log-uniform), a position
-    and a flip, builds the affine grids and resamples bilinearly (MMLOP.md section 5's
-    random-resized-crop + flip, after torchvision's ``RandomResizedCrop`` which samples the same
-    way but retries out-of-bounds crops; here they are clamped to the image). Without `augment`
-    the output equals the backbone's eval preprocessing.
+    MMLOP.md section 5's 224 px random-resized-crop + flip, as the reference trainers (CoOp,
+    IVLP/PromptSRC through Dassl) build it: torchvision's ``RandomResizedCrop(image_size,
+    scale=(crop_scale_min, 1), ratio=(3/4, 4/3), interpolation=bicubic)`` then
+    ``RandomHorizontalFlip()`` on each *original* PIL image, so a crop may hold content outside
+    the centre square that evaluation sees (issue 12 E.20: crops used to be cut from the
+    already resized, centre-cropped image). The crop parameters come from torchvision's own
+    sampler, so per row: area fraction, log-uniform aspect ratio, position (10 tries, then a
+    centre crop) and a flip.
+
+    Images whose shorter side exceeds ``ceil(image_size / sqrt(crop_scale_min * 3/4))`` pixels
+    are shrunk (bicubic, aspect kept) to that side once per job: even the smallest crop then
+    still has at least `image_size` pixels a side, so only resolution the output could not show
+    is dropped, never field of view, and a crop of a large photo resamples at most that many
+    pixels (a 4000x3000 photo is kept at 1220x915 for ``image_size=224``, ``crop_scale_min=0.08``).
+
+    Without `augment` the output equals the backbone's eval preprocessing (resize shorter side
+    to `image_size`, bicubic; centre crop), computed once per job.
 
     Args:
-        images: RGB PIL images.
+        images: RGB PIL images, any size.
         preprocess: the backbone's eval transform (its ``Normalize`` mean/std are reused).
         image_size: output side in pixels.
-        crop_scale_min: smallest crop area fraction.
+        crop_scale_min: smallest crop area fraction, in (0, 1].
         augment: False = no crop/flip.
-        device: where the uint8 images (N, 3, S, S) live.
+        device: where the returned batches live (the eval-view uint8 images (N, 3, S, S) are
+            kept there too).
     """
 
     RATIO = (3 / 4, 4 / 3)
 
     def __init__(self, images: Sequence[Image.Image], preprocess, image_size: int, crop_scale_min: float,
                  augment: bool, device: torch.device) -> None:
-        base = transforms.Compose([
-            transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(image_size), transforms.PILToTensor()])
-        self.images = torch.stack([base(im) for im in images]).to(device)  # (N, 3, S, S) uint8
+        self.scale_min, self.augment, self.size, self.device = crop_scale_min, augment, image_size, device
         norm = next((t for t in getattr(preprocess, "transforms", []) if isinstance(t, transforms.Normalize)), None)
         mean = norm.mean if norm is not None else (0.0, 0.0, 0.0)
         std = norm.std if norm is not None else (1.0, 1.0, 1.0)
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
-        self.scale_min, self.augment, self.size = crop_scale_min, augment, image_size
+        if augment:
+            cap = math.ceil(image_size / math.sqrt(crop_scale_min * min(self.RATIO[0], 1 / self.RATIO[1])))
+            self.sources = [_shrink(im, cap) for im in images]
+        else:
+            base = transforms.Compose([
+                transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.CenterCrop(image_size), transforms.PILToTensor()])
+            self.images = torch.stack([base(im) for im in images]).to(device)  # (N, 3, S, S) uint8
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         """Augmented, normalised batch for the rows `idx` (LongTensor (B,)): FloatTensor (B, 3, S, S).
 
-        Draws from the global torch RNG (seeded by the trainer).
+        Draws from the global torch RNG (seeded by the trainer): the same seed gives the same crops.
         """
-        x = self.images[idx.to(self.images.device)].float().div_(255)  # (B, 3, S, S)
         if self.augment:
-            b = x.shape[0]
-            area = torch.empty(b).uniform_(self.scale_min, 1.0)
-            log_r = torch.empty(b).uniform_(math.log(self.RATIO[0]), math.log(self.RATIO[1]))
-            w = (area * log_r.exp()).sqrt().clamp(max=1.0)  # crop width / image width
-            h = (area / log_r.exp()).sqrt().clamp(max=1.0)
-            cx = (torch.rand(b) * 2 - 1) * (1 - w)  # crop centre in [-1, 1] coordinates
-            cy = (torch.rand(b) * 2 - 1) * (1 - h)
-            flip = torch.where(torch.rand(b) < 0.5, -1.0, 1.0)
-            theta = torch.zeros(b, 2, 3)
-            theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
-            theta[:, 1, 1], theta[:, 1, 2] = h, cy
-            grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        return (x - self.mean) / self.std
+            x = torch.stack([self._crop(self.sources[int(i)]) for i in idx]).to(self.device)  # (B, 3, S, S) uint8
+        else:
+            x = self.images[idx.to(self.images.device)]
+        return (x.float().div_(255) - self.mean) / self.std
+
+    def _crop(self, image: Image.Image) -> torch.Tensor:
+        """One random-resized-crop + flip of `image`: ByteTensor (3, S, S)."""
+        top, left, height, width = transforms.RandomResizedCrop.get_params(image, [self.scale_min, 1.0],
+                                                                           list(self.RATIO))
+        out = transforms.functional.resized_crop(image, top, left, height, width, [self.size, self.size],
+                                                 interpolation=transforms.InterpolationMode.BICUBIC)
+        if torch.rand(1) < 0.5:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return transforms.functional.pil_to_tensor(out)
+
+
+def _shrink(image: Image.Image, max_short_side: int) -> Image.Image:
+    """`image` with its shorter side at most `max_short_side` pixels (bicubic, aspect ratio kept)."""
+    short = min(image.size)
+    if short <= max_short_side:
+        return image
+    factor = max_short_side / short
+    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    return image.resize(size, Image.Resampling.BICUBIC)
