@@ -29,6 +29,7 @@ from .features import (check_names_read_apart, frozen_class_features, prompted_c
                        tokenize)
 from .images import to_rgb
 from .losses import lscl_loss
+from .predictor import Predictor
 from .prompts import LowRankPrompts
 from .templates import ensemble_templates
 
@@ -138,12 +139,18 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
     Returns:
         :class:`Adapter` with served class features (UDC applied) and metrics: ``steps``,
         ``seconds``, ``images_per_s``, ``final_loss``, ``train_accuracy`` (last epoch),
-        ``train_images``, ``stopped_early`` (None, ``"max_steps"`` or ``"max_seconds"``).
+        ``train_images``, ``stopped_early`` (None, ``"max_steps"`` or ``"max_seconds"``), and
+        held-out validation on the images not sampled as shots (see :func:`_held_out_metrics`):
+        ``val_images`` (int, 0 when `shots` took every image), ``val_accuracy`` (float in
+        [0, 1], or None) and ``val_recall`` ({class name: float in [0, 1], or None for a class
+        with no held-out image}, or None), plus ``val_stopped_early="max_seconds"`` when
+        `max_seconds` ran out while scoring. All values are JSON-serialisable.
 
     Raises:
         DataError: inconsistent images/labels/class names.
         ConfigError: a depth beyond the backbone's blocks.
-        TrainingCanceled: a callback's ``should_stop()`` returned True.
+        TrainingCanceled: a callback's ``should_stop()`` returned True (polled after every step
+            and before every validation batch too).
         TimeBudgetExceeded: `max_seconds` ran out computing the text features, before step 1.
     """
     started = time.perf_counter()
@@ -168,10 +175,73 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
     text_prompts = prompts.text_prompts().detach() if config.text_depth else None
     class_features = served_class_features(backbone, class_names, config, text_prompts, frozen=frozen_text)
     prompts = prompts.cpu().requires_grad_(False)
-    return Adapter(config=config, class_names=class_names, prompts=prompts,
-                   class_features=class_features.cpu(),
-                   image_drift=None if image_drift is None else image_drift.cpu(),
-                   backbone=backbone.describe(), metrics=metrics, train_config=train.to_dict())
+    adapter = Adapter(config=config, class_names=class_names, prompts=prompts,
+                      class_features=class_features.cpu(),
+                      image_drift=None if image_drift is None else image_drift.cpu(),
+                      backbone=backbone.describe(), metrics=metrics, train_config=train.to_dict())
+    picked = set(chosen)
+    held_out = [i for i in range(len(images)) if i not in picked]
+    deadline = None if train.max_seconds is None else started + train.max_seconds
+    metrics.update(_held_out_metrics(backbone, adapter, [images[i] for i in held_out],
+                                     [labels[i] for i in held_out], callbacks, deadline))
+    return adapter
+
+
+_VAL_BATCH = 64  # held-out images per vision forward
+
+
+def _held_out_metrics(backbone: Backbone, adapter: Adapter, images: Sequence[Image.Image], labels: Sequence[int],
+                      callbacks: Sequence[object], deadline: float | None = None) -> dict:
+    """Accuracy and per-class recall of the trained `adapter` on held-out `images` (issue 12 E.22).
+
+    Scored as served: eval preprocessing (resize + centre crop) and :meth:`Predictor.logits`
+    (prompted vision forward, class features with UDC, image drift when configured), in batches
+    of 64 under ``no_grad``; the predicted class is the arg-max logit. Images are scored
+    round-robin over the classes, so a run cut short by `deadline` still covers every class.
+
+    Args:
+        images: the job's images that were not sampled as shots (any PIL mode).
+        labels: their class indices in [0, C).
+        callbacks: ``should_stop()`` is checked before each batch.
+        deadline: ``time.perf_counter()`` value after which no further batch is scored.
+
+    Returns:
+        ``val_images`` (int, images scored), ``val_accuracy`` (float in [0, 1], None when
+        nothing was scored), ``val_recall`` ({class name: float in [0, 1], None for a class
+        with no scored image}, None when nothing was scored) and, only when the deadline cut
+        scoring short, ``val_stopped_early="max_seconds"``.
+
+    Raises:
+        TrainingCanceled: a callback's ``should_stop()`` returned True.
+    """
+    metrics: dict = {"val_images": 0, "val_accuracy": None, "val_recall": None}
+    if not images:
+        return metrics
+    seen: dict[int, int] = {}
+    keys = []  # (k-th image of its class, class, index): sorting interleaves the classes
+    for i, y in enumerate(labels):
+        keys.append((seen.get(y, 0), y, i))
+        seen[y] = seen.get(y, 0) + 1
+    order = [i for _, _, i in sorted(keys)]
+    stops = [cb.should_stop for cb in callbacks if hasattr(cb, "should_stop")]
+    predictor = Predictor(backbone, text_cache_size=1)
+    predicted = []
+    for start in range(0, len(order), _VAL_BATCH):
+        if any(hook() for hook in stops):
+            raise TrainingCanceled(f"training canceled during validation ({start} of {len(images)} images scored)")
+        if deadline is not None and time.perf_counter() >= deadline:
+            metrics["val_stopped_early"] = "max_seconds"
+            break
+        pixels = predictor.pixels([images[i] for i in order[start:start + _VAL_BATCH]])  # (b, 3, H, W)
+        predicted.append(predictor.logits(adapter, pixels).argmax(dim=-1).cpu())  # (b,)
+    if not predicted:
+        return metrics
+    pred = torch.cat(predicted)  # (n,)
+    y = torch.tensor([labels[i] for i in order[:len(pred)]], dtype=torch.long)  # (n,)
+    hit = (pred == y).float()
+    recall = {name: float(hit[y == c].mean()) if bool((y == c).any()) else None
+              for c, name in enumerate(adapter.class_names)}
+    return {**metrics, "val_images": len(pred), "val_accuracy": float(hit.mean()), "val_recall": recall}
 
 
 def _text_phase_check(train: TrainConfig, callbacks: Sequence[object], started: float):
