@@ -75,6 +75,45 @@ class _Progress:
             self.bar.close()
 
 
+class _TrainLog:
+    """Training callback for `mmlop train`: a tqdm bar of steps when stderr is a terminal,
+    elsewhere (a file, a pipe) one log line per epoch and no carriage returns (issue 12 D.17).
+
+    An epoch's line is written when the next epoch's first step reports, and the last one by
+    :meth:`close`: ``epoch E/EPOCHS step S/STEPS loss L images/s R eta Ts``, where L is the mean
+    step loss of the epoch; an epoch cut short (budget, cancel, error) ends with ``(stopped)``.
+    """
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.bar, self.last, self.losses = None, None, []
+
+    def on_progress(self, p) -> None:
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+                self.bar = tqdm(total=p.steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+            self.bar.set_postfix(epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.3f}", ips=f"{p.images_per_s:.0f}")
+            self.bar.update(p.step - self.bar.n)
+            return
+        if self.last is not None and p.epoch != self.last.epoch:
+            self._line(complete=True)
+        self.last = p
+        self.losses.append(p.loss)
+
+    def _line(self, complete: bool) -> None:
+        p, mean = self.last, sum(self.losses) / len(self.losses)
+        typer.echo(f"epoch {p.epoch}/{p.epochs} step {p.step}/{p.steps} loss {mean:.4f} "
+                   f"images/s {p.images_per_s:.1f} eta {p.eta_s:.0f}s" + ("" if complete else " (stopped)"), err=True)
+        self.losses = []
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.losses:
+            self._line(complete=self.last.step >= self.last.steps)
+
+
 @app.command()
 @one_line_errors
 def info(backbone: str = typer.Option("ViT-B-16", help="open_clip model name"),
@@ -100,8 +139,6 @@ def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder 
           config: Optional[str] = typer.Option(None, help="adapter config overrides as JSON"),
           train_config: Optional[str] = typer.Option(None, help="extra train config fields as JSON")) -> None:
     """Train an adapter on DATA_DIR/<class name>/<images> and save it to --out."""
-    from tqdm import tqdm
-
     from . import AdapterConfig, TrainConfig, load_backbone, load_class_folders, save_adapter, train_adapter
     adapter_cfg = AdapterConfig.from_dict({"preset": preset, **json_option(config, "config")})
     extra = {k: v for k, v in (("lr", lr), ("batch_size", batch_size)) if v is not None}
@@ -109,23 +146,11 @@ def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder 
                                        **json_option(train_config, "train-config")})
     images, labels, class_names = load_class_folders(data_dir)
     bb = load_backbone(backbone, pretrained, device=device)
-    class _Bar:
-        """tqdm bar created at the first step, when the step count is known."""
-
-        bar = None
-
-        def on_progress(self, p) -> None:
-            if self.bar is None:
-                self.bar = tqdm(total=p.steps, unit="step", file=sys.stderr, dynamic_ncols=True)
-            self.bar.set_postfix(epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.3f}", ips=f"{p.images_per_s:.0f}")
-            self.bar.update(p.step - self.bar.n)
-
-    progress = _Bar()
+    progress = _TrainLog()
     try:
         adapter = train_adapter(bb, images, labels, class_names, adapter_cfg, train_cfg, callbacks=[progress])
     finally:
-        if progress.bar is not None:
-            progress.bar.close()
+        progress.close()
     size = save_adapter(adapter, out)
     typer.echo(json.dumps({"adapter": str(out), "classes": class_names, "checkpoint_bytes": size,
                            "trainable_parameters": adapter.trainable_parameters, **adapter.metrics}))

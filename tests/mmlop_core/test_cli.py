@@ -102,3 +102,71 @@ def test_train_beats_zero_shot_and_twice_chance_then_classifies(tmp_path):
     torch.save(tiny_backbone(seed=7).model.state_dict(), other)
     code, err = _invoke("classify", out, test_files[0], "--pretrained", other, "--device", "cpu")
     assert code == 2 and "was trained on backbone 'mmlop-tiny'" in err
+
+
+def _cli_train_args(tmp_path):
+    """`mmlop train` argv on 6 photos of each of 2 classes: 4 shots, 3 epochs of 4 steps."""
+    import sys
+    from pathlib import Path
+
+    data = tmp_path / "data"
+    for name in ("coat", "bag"):
+        (data / name).mkdir(parents=True)
+        for photo in sorted((TRAIN_DIR / name).glob("*.png"))[:6]:
+            (data / name / photo.name).write_bytes(photo.read_bytes())
+    return [str(Path(sys.executable).with_name("mmlop")), "train", str(data), "--out", str(tmp_path / "adapter"),
+            "--shots", "4", "--epochs", "3", "--batch-size", "2", "--backbone", m.TINY_MODEL, "--pretrained", "none",
+            "--device", "cpu"]
+
+
+def test_train_into_a_file_logs_one_line_per_epoch_and_no_carriage_returns(tmp_path):
+    """Issue 12 D.17: `mmlop train ... > train.log 2>&1` wrote ~1,400 '\\r' bar updates into the file."""
+    import subprocess
+
+    log = tmp_path / "train.log"
+    with log.open("wb") as out:  # stdout and stderr to a file: not a terminal
+        proc = subprocess.run(_cli_train_args(tmp_path), stdout=out, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, timeout=300)
+    text = log.read_bytes().decode()
+    assert proc.returncode == 0, text
+    assert "\r" not in text
+    epochs = [line for line in text.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"], text
+    assert all("step" in line and "loss" in line for line in epochs)
+    summary = json.loads(text.splitlines()[-1])
+    assert summary["steps"] == 12 and summary["val_images"] == 4
+
+
+def test_train_on_a_terminal_draws_a_progress_bar(tmp_path):
+    """The bar (carriage-return updates) is kept where it belongs: stderr is a terminal."""
+    import fcntl
+    import os
+    import struct
+    import subprocess
+    import termios
+
+    primary, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a real terminal's size
+    proc = subprocess.Popen(_cli_train_args(tmp_path), stdout=subprocess.PIPE, stderr=secondary,
+                            stdin=subprocess.DEVNULL)
+    os.close(secondary)
+    chunks = []
+    try:
+        while True:  # read while it runs: a full terminal buffer would block the writer
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        stdout = proc.stdout.read()
+        proc.wait(timeout=300)
+    finally:
+        os.close(primary)
+        if proc.poll() is None:
+            proc.kill()
+    bar = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, bar
+    assert "\r" in bar and "12/12" in bar and "epoch 1/3 step" not in bar
+    assert json.loads(stdout.decode().splitlines()[-1])["steps"] == 12
