@@ -122,8 +122,11 @@ def recover_stale_running(settings: Settings, now: datetime) -> list[str]:
         last = _aware(heartbeat) or _aware(started)
         if last is None or last > cutoff:
             continue
+        # Compare-and-set on the heartbeat read above too: an owner that beat meanwhile is alive.
+        beat = (Adaptation.heartbeat_at.is_(None) if heartbeat is None
+                else Adaptation.heartbeat_at == heartbeat)
         fence = update(Adaptation).where(Adaptation.id == job_id, Adaptation.attempt == attempt,
-                                         Adaptation.status == JobStatus.running.value)
+                                         Adaptation.status == JobStatus.running.value, beat)
         with session_scope() as session:
             if attempt >= settings.job_max_attempts:
                 session.execute(fence.values(
@@ -136,8 +139,8 @@ def recover_stale_running(settings: Settings, now: datetime) -> list[str]:
             changed = session.execute(fence.values(status=JobStatus.queued.value, worker=None)
                                       ).rowcount
         if changed:
-            logger.warning("reconciler: job %s had no heartbeat since %s; re-enqueuing", job_id,
-                           last.isoformat())
+            logger.warning("reconciler: job %s had no heartbeat since %s (attempt %d); "
+                           "re-enqueuing", job_id, last.isoformat(), attempt)
             try:
                 enqueue_training(job_id)
             except Exception:  # noqa: BLE001 - step 1 re-sends it next pass
@@ -238,5 +241,7 @@ def start_background(settings: Settings | None = None) -> threading.Thread | Non
 
 
 if __name__ == "__main__":  # pragma: no cover - operator entry point
-    logging.basicConfig(level=logging.INFO)
+    from service.logs import configure_logging
+
+    configure_logging(get_settings().log_format, get_settings().log_level)
     sys.stdout.write(json.dumps(reconcile_once()) + "\n")  # the operator command's output

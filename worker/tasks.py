@@ -1,11 +1,20 @@
 """Training task: take a job id, re-read the job from the DB, train with ``mmlop_core``, store.
 
+``run_job`` reads as its steps: ``_claim`` the job, then under a ``JobHeartbeat``
+(``worker/heartbeat.py``) ``_train`` (``_load_images`` + ``train_adapter``), ``_publish`` the
+checkpoint, and record the end (``_stopped``, ``_fail``).
+
 Delivery semantics (at least once, so the task is idempotent):
-- a job already succeeded/failed/canceled is left alone (duplicate delivery does nothing);
-- every delivery that claims the job increments ``attempt`` (a fencing token) with a
-  compare-and-set; an older attempt still running (a zombie) sees the mismatch at its next
-  progress write and stops, and its result write is refused. A redelivery after the worker was
-  SIGKILLed therefore retrains instead of skipping a job stuck in ``running``;
+- a job already succeeded/failed/canceled/deleted is left alone;
+- a job ``running`` in an attempt that is alive and heartbeating is left alone: any second
+  delivery (a duplicate publish, the broker's redelivery after the visibility timeout, a
+  reconciler re-send) does nothing. The heartbeat thread covers every phase of an attempt;
+- otherwise the delivery claims the job by incrementing ``attempt`` (a fencing token) with a
+  compare-and-set; an older attempt still running (a zombie whose heartbeat went stale, or
+  whose process is gone) sees the mismatch at its next write and stops, and its result write
+  is refused. A redelivery after the worker was SIGKILLed therefore retrains;
+- ``job_max_seconds`` bounds the attempt from its claim on: image decoding and the text
+  features count, and a budget spent before the first step fails the job saying so;
 - the checkpoint is written into a temporary directory and moved into place with
   ``os.replace``, so exactly one checkpoint exists;
 - after ``job_max_attempts`` claims the job is marked failed (poison-message guard).
@@ -15,9 +24,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select, update
@@ -25,9 +36,11 @@ from sqlalchemy import select, update
 from service.blobs import BlobNotFound, get_blob_store
 from service.db import session_scope
 from service.jobs import TERMINAL, TRAIN_TASK_NAME, JobStatus, checkpoint_prefix, job_prefix
+from service.logs import job_context
 from service.models import Adaptation, utcnow
 from service.settings import get_settings
 from worker.celery_app import app
+from worker.heartbeat import JobHeartbeat, fence, heartbeat_interval_s
 
 logger = logging.getLogger(__name__)
 
@@ -50,96 +63,96 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _fence(job_id: str, attempt: int):  # noqa: ANN202 - SQLAlchemy update
-    """UPDATE limited to the live, un-canceled job still owned by ``attempt``."""
-    return update(Adaptation).where(
-        Adaptation.id == job_id,
-        Adaptation.attempt == attempt,
-        Adaptation.status == JobStatus.running.value,
-        Adaptation.cancel_requested.is_(False),
-        Adaptation.deleted_at.is_(None),
-    )
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
 
 
-class JobCallback:
-    """Training callback: writes progress (rate-limited) and stops when fenced out or canceled."""
+def _owner_alive(worker: str | None) -> bool:
+    """Whether the process recorded as the job's owner may still be running it.
 
-    def __init__(self, job_id: str, attempt: int, interval_s: float) -> None:
-        self.job_id = job_id
-        self.attempt = attempt
-        self.interval_s = interval_s
-        self._last = 0.0
-        self.stop = False
-
-    def _sync(self, progress: dict[str, Any] | None) -> None:
-        values: dict[str, Any] = {"heartbeat_at": utcnow()}
-        if progress is not None:
-            values["progress"] = progress
-        with session_scope() as session:
-            changed = session.execute(_fence(self.job_id, self.attempt).values(**values)).rowcount
-        if changed == 0:
-            logger.info("job %s attempt %d: canceled or superseded; stopping", self.job_id,
-                        self.attempt)
-            self.stop = True
-        self._last = time.monotonic()
-
-    def on_progress(self, p: Any) -> None:
-        """Store the progress at most every ``interval_s`` seconds (and on the last step)."""
-        last_step = p.step >= p.steps
-        if not last_step and time.monotonic() - self._last < self.interval_s:
-            return
-        self._sync({"epoch": p.epoch, "epochs": p.epochs, "step": p.step, "steps": p.steps,
-                    "loss": float(p.loss), "eta_s": round(float(p.eta_s), 2),
-                    "images_per_s": round(float(p.images_per_s), 2)})
-
-    def should_stop(self) -> bool:
-        """True once the job was canceled/deleted or a newer attempt claimed it."""
-        if not self.stop and time.monotonic() - self._last >= self.interval_s:
-            self._sync(None)
-        return self.stop
+    On this host the process is looked up (this very process does not count: it runs one task
+    at a time, so it no longer runs the job); on another host only its heartbeat can tell.
+    """
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return bool(worker)
+    return int(pid) != os.getpid() and _pid_alive(int(pid))
 
 
 def _claim(job_id: str) -> Adaptation | None:
-    """Claim the job for this delivery (compare-and-set on ``attempt``); None if nothing to do."""
-    settings = get_settings()
+    """Claim the job for this delivery (compare-and-set on ``attempt``); None if nothing to do.
+
+    A job ``running`` in an attempt whose process is alive and whose heartbeat is younger than
+    ``job_heartbeat_timeout_s`` is left untouched: this is a second delivery (a duplicate
+    publish, the broker's redelivery after the visibility timeout, a reconciler re-send).
+    """
     with session_scope() as session:
         job = session.scalar(select(Adaptation).where(Adaptation.id == job_id))
         if job is None:
-            logger.warning("job %s does not exist; dropping the message", job_id)
-            return None
-        if job.deleted_at is not None or JobStatus(job.status) in TERMINAL:
-            logger.info("job %s is %s; duplicate delivery ignored", job_id, job.status)
+            logger.warning("job %s does not exist; message dropped", job_id)
             return None
         now = utcnow()
-        if job.cancel_requested:
-            job.status, job.finished_at = JobStatus.canceled.value, now
-            return None
-        if job.attempt >= settings.job_max_attempts:
-            job.status, job.finished_at = JobStatus.failed.value, now
-            job.error = (f"gave up after {job.attempt} attempts (the worker was lost each time; "
-                         "the images may need more memory than a worker has)")
-            logger.error("job %s: %s", job_id, job.error)
+        if not _claimable(job, now):
             return None
         old = job.attempt
+        heartbeat = (Adaptation.heartbeat_at.is_(None) if job.heartbeat_at is None
+                     else Adaptation.heartbeat_at == job.heartbeat_at)
         claimed = session.execute(
             update(Adaptation)
-            .where(Adaptation.id == job_id, Adaptation.attempt == old,
+            .where(Adaptation.id == job_id, Adaptation.attempt == old, heartbeat,
                    Adaptation.status.in_([JobStatus.queued.value, JobStatus.running.value]))
             .values(attempt=old + 1, status=JobStatus.running.value, worker=_worker_id(),
                     heartbeat_at=now, started_at=job.started_at or now, progress=None,
                     error=None)
         ).rowcount
         if claimed != 1:
-            logger.info("job %s was claimed concurrently; this delivery does nothing", job_id)
+            logger.info("job %s was claimed or touched concurrently; this delivery does nothing",
+                        job_id)
             return None
     with session_scope() as session:
         return session.get(Adaptation, job_id)
 
 
+def _claimable(job: Adaptation, now: datetime) -> bool:
+    """Whether this delivery may claim ``job``; else log why not (marking it canceled or failed
+    when that is what the row says)."""
+    settings = get_settings()
+    if job.deleted_at is not None or JobStatus(job.status) in TERMINAL:
+        state = "deleted" if job.deleted_at is not None else job.status
+        if job.attempt == 0:
+            logger.info("job %s was %s before it ran; this delivery does nothing", job.id, state)
+        else:
+            logger.info("job %s is already %s (attempts: %d); this delivery does nothing",
+                        job.id, state, job.attempt)
+        return False
+    if job.cancel_requested:
+        job.status, job.finished_at = JobStatus.canceled.value, now
+        logger.info("job %s was canceled before it ran; marked canceled", job.id)
+        return False
+    if job.status == JobStatus.running.value:
+        seen = _aware(job.heartbeat_at or job.started_at)
+        age = (now - seen).total_seconds() if seen else float("inf")
+        if _owner_alive(job.worker) and age < settings.job_heartbeat_timeout_s:
+            logger.info("job %s: second delivery while attempt %d is alive on %s (heartbeat "
+                        "%.1f s ago); leaving the job to it", job.id, job.attempt, job.worker, age)
+            return False
+        logger.warning("job %s: attempt %d on %s is gone (heartbeat %.0f s ago); taking over",
+                       job.id, job.attempt, job.worker, age)
+    if job.attempt >= settings.job_max_attempts:
+        job.status, job.finished_at = JobStatus.failed.value, now
+        job.error = (f"gave up after {job.attempt} attempts (the worker was lost each time; "
+                     "the images may need more memory than a worker has)")
+        logger.error("job %s: %s", job.id, job.error)
+        return False
+    return True
+
+
 def _finish(job_id: str, attempt: int, **values: Any) -> bool:
     """Write a terminal state if ``attempt`` still owns the job; returns whether it did."""
     with session_scope() as session:
-        return session.execute(_fence(job_id, attempt).values(finished_at=utcnow(), **values)
+        return session.execute(fence(job_id, attempt).values(finished_at=utcnow(), **values)
                                ).rowcount == 1
 
 
@@ -156,86 +169,129 @@ def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_job(job_id: str) -> str:
-    """Train job ``job_id`` end to end; returns what happened (for logs and tests)."""
-    from mmlop_core import (AdapterConfig, MMLoPError, TrainConfig, TrainingCanceled,
-                            export_adapter_zip, open_image, save_adapter, train_adapter)
+    """Train job ``job_id`` end to end; returns what happened (for logs and tests).
 
-    settings = get_settings()
-    job = _claim(job_id)
-    if job is None:
-        return "skipped"
-    attempt = job.attempt
-    logger.info("job %s attempt %d: training %d images, %d classes", job_id, attempt,
-                job.num_images, len(job.class_names))
-    blobs = get_blob_store()
-    callback = JobCallback(job_id, attempt, settings.progress_interval_s)
-    tmp = None
+    One of ``skipped`` (nothing to do, or a live attempt owns the job), ``succeeded``,
+    ``failed``, ``canceled`` or ``superseded`` (a newer attempt took the job over).
+    """
+    with job_context(job_id):
+        job = _claim(job_id)
+        if job is None:
+            return "skipped"
+        settings = get_settings()
+        deadline = time.monotonic() + settings.job_max_seconds
+        logger.info("job %s attempt %d: training on %d images of %d classes", job_id,
+                    job.attempt, job.num_images, len(job.class_names))
+        with JobHeartbeat(job_id, job.attempt, settings.progress_interval_s,
+                          heartbeat_interval_s(settings)) as beat:
+            return _run_attempt(job, beat, deadline)
+
+
+def _run_attempt(job: Adaptation, beat: JobHeartbeat, deadline: float) -> str:
+    """Train, publish and record one claimed attempt; every error ends in a terminal state."""
+    from mmlop_core import MMLoPError, TrainingCanceled
+
     try:
-        images, labels = [], []
-        for key, label in job.images:
-            images.append(open_image(blobs.get(key), name=key.rsplit("/", 1)[-1],
-                                     max_pixels=settings.upload_max_pixels))
-            labels.append(int(label))
-        train_dict = dict(job.train_config)
-        if not train_dict.get("max_seconds") or train_dict["max_seconds"] > settings.job_max_seconds:
-            train_dict["max_seconds"] = settings.job_max_seconds
-        adapter = train_adapter(
-            get_backbone(), images, labels, job.class_names,
-            config=AdapterConfig.from_dict(job.adapter_config),
-            train=TrainConfig.from_dict(train_dict), callbacks=[callback],
-        )
-        if callback.should_stop():
+        adapter = _train(job, beat, deadline)
+        if beat.should_stop():
             raise TrainingCanceled("canceled or superseded after the last step")
-        tmp = blobs.temp_dir()
-        nbytes = save_adapter(adapter, tmp / "adapter")
-        export_adapter_zip(tmp / "adapter", tmp / "adapter.zip")
-        prefix = checkpoint_prefix(job.tenant_id, job_id)
-        blobs.publish_dir(tmp, prefix)
-        tmp = None
-        done = _finish(job_id, attempt, status=JobStatus.succeeded.value,
-                       metrics=_jsonable(adapter.metrics),
-                       trainable_parameters=int(adapter.trainable_parameters),
-                       checkpoint_bytes=int(nbytes))
-        if not done:
-            _after_lost_fence(job_id, job.tenant_id, attempt)
-            return "superseded"
-        logger.info("job %s attempt %d succeeded (%d bytes)", job_id, attempt, nbytes)
-        return "succeeded"
+        return _publish(job, adapter)
     except TrainingCanceled:
-        with session_scope() as session:
-            row = session.get(Adaptation, job_id)
-            if row is not None and row.attempt == attempt and row.cancel_requested and \
-                    row.status == JobStatus.running.value:
-                row.status, row.finished_at = JobStatus.canceled.value, utcnow()
-        _after_lost_fence(job_id, job.tenant_id, attempt)
-        return "canceled"
+        return _stopped(job)
     except (MMLoPError, BlobNotFound) as exc:
-        if isinstance(exc, BlobNotFound) and _gone(job_id):
-            _after_lost_fence(job_id, job.tenant_id, attempt)
-            return "canceled"
-        logger.warning("job %s attempt %d failed: %s", job_id, attempt, exc)
-        _finish(job_id, attempt, status=JobStatus.failed.value, error=str(exc)[:2000])
-        return "failed"
+        if isinstance(exc, BlobNotFound) and _gone(job.id):
+            return _stopped(job)
+        logger.warning("job %s attempt %d failed: %s", job.id, job.attempt, exc)
+        return _fail(job, str(exc))
     except OSError as exc:
-        # Disk full or a write error in the blob store: a clear reason; the temp dir is removed
-        # below and a checkpoint already in place is untouched (publish_dir is a rename).
-        logger.error("job %s attempt %d: blob store error: %s", job_id, attempt, exc)
-        _finish(job_id, attempt, status=JobStatus.failed.value,
-                error=f"blob store error: {exc.strerror or exc} (errno {exc.errno}); "
-                      "the checkpoint was not written"[:2000])
-        return "failed"
+        # Disk full or a write error in the blob store: a clear reason; a checkpoint already in
+        # place is untouched (publish_dir is a rename).
+        logger.error("job %s attempt %d failed: blob store error: %s", job.id, job.attempt, exc)
+        return _fail(job, f"blob store error: {exc.strerror or exc} (errno {exc.errno}); "
+                          "the checkpoint was not written")
     except Exception as exc:
         # The exception's class and text go to the log only: they describe our code, not the
         # user's input, and may hold paths or internals.
-        logger.exception("job %s attempt %d crashed: %s", job_id, attempt, exc.__class__.__name__)
-        _finish(job_id, attempt, status=JobStatus.failed.value,
-                error=f"internal error while training; it has been logged (job {job_id})")
-        return "failed"
-    finally:
-        if tmp is not None:
-            import shutil
+        logger.exception("job %s attempt %d crashed: %s", job.id, job.attempt,
+                         exc.__class__.__name__)
+        return _fail(job, f"internal error while training; it has been logged (job {job.id})")
 
-            shutil.rmtree(tmp, ignore_errors=True)
+
+def _load_images(job: Adaptation) -> tuple[list[Any], list[int]]:
+    """Decode the job's stored uploads: (PIL images, class index per image)."""
+    from mmlop_core import open_image
+
+    blobs, max_pixels = get_blob_store(), get_settings().upload_max_pixels
+    images, labels = [], []
+    for key, label in job.images:
+        images.append(open_image(blobs.get(key), name=key.rsplit("/", 1)[-1],
+                                 max_pixels=max_pixels))
+        labels.append(int(label))
+    return images, labels
+
+
+def _train(job: Adaptation, beat: JobHeartbeat, deadline: float) -> Any:
+    """Train the adapter within what is left of ``job_max_seconds`` (from the claim on)."""
+    from mmlop_core import AdapterConfig, TrainConfig, train_adapter
+
+    images, labels = _load_images(job)
+    train_dict = dict(job.train_config)
+    left = max(deadline - time.monotonic(), 0.001)
+    if not train_dict.get("max_seconds") or train_dict["max_seconds"] > left:
+        train_dict["max_seconds"] = left
+    return train_adapter(get_backbone(), images, labels, job.class_names,
+                         config=AdapterConfig.from_dict(job.adapter_config),
+                         train=TrainConfig.from_dict(train_dict), callbacks=[beat])
+
+
+def _publish(job: Adaptation, adapter: Any) -> str:
+    """Write the checkpoint into place and mark the job succeeded (if the attempt still owns it)."""
+    from mmlop_core import export_adapter_zip, save_adapter
+
+    blobs = get_blob_store()
+    tmp = blobs.temp_dir()
+    try:
+        nbytes = save_adapter(adapter, tmp / "adapter")
+        export_adapter_zip(tmp / "adapter", tmp / "adapter.zip")
+        blobs.publish_dir(tmp, checkpoint_prefix(job.tenant_id, job.id))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already once published
+    done = _finish(job.id, job.attempt, status=JobStatus.succeeded.value,
+                   metrics=_jsonable(adapter.metrics),
+                   trainable_parameters=int(adapter.trainable_parameters),
+                   checkpoint_bytes=int(nbytes))
+    if not done:
+        return _stopped(job)
+    metrics = adapter.metrics or {}
+    logger.info("job %s attempt %d succeeded: %s steps in %.1f s, checkpoint %d bytes", job.id,
+                job.attempt, metrics.get("steps"), float(metrics.get("seconds") or 0), nbytes)
+    return "succeeded"
+
+
+def _stopped(job: Adaptation) -> str:
+    """The attempt lost the job: record a user's cancel, or log that a newer attempt owns it."""
+    with session_scope() as session:
+        row = session.get(Adaptation, job.id)
+        canceled = row is None or row.deleted_at is not None or row.cancel_requested
+        if row is not None and canceled and row.attempt == job.attempt and \
+                row.status == JobStatus.running.value:
+            row.status, row.finished_at = JobStatus.canceled.value, utcnow()
+        owner = (row.attempt, row.worker) if row is not None else (None, None)
+    if canceled:
+        logger.info("job %s attempt %d stopped: the job was canceled%s", job.id, job.attempt,
+                    " and deleted" if row is None or row.deleted_at is not None else "")
+        _after_lost_fence(job.id, job.tenant_id, job.attempt)
+        return "canceled"
+    logger.warning("job %s attempt %d stopped: attempt %s on %s owns the job now", job.id,
+                   job.attempt, *owner)
+    return "superseded"
+
+
+def _fail(job: Adaptation, error: str) -> str:
+    """Mark the job failed with ``error`` (shown to the user) if the attempt still owns it."""
+    if not _finish(job.id, job.attempt, status=JobStatus.failed.value, error=error[:2000]):
+        return _stopped(job)
+    return "failed"
 
 
 def _gone(job_id: str) -> bool:
@@ -248,7 +304,7 @@ def _after_lost_fence(job_id: str, tenant_id: str, attempt: int) -> None:
     """After losing ownership: if the job was deleted, remove anything this attempt wrote."""
     if _gone(job_id):
         get_blob_store().delete_prefix(job_prefix(tenant_id, job_id))
-        logger.info("job %s attempt %d: job deleted; removed its data", job_id, attempt)
+        logger.info("job %s attempt %d: removed the deleted job's files", job_id, attempt)
 
 
 def _pid_alive(pid: int) -> bool:

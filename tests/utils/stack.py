@@ -144,12 +144,12 @@ class Stack:
             time.sleep(0.5)
         raise RuntimeError(f"API not ready: {last.text if last else ''}\n" + self.log_tail("api"))
 
-    def start_worker(self) -> None:
-        """Start ``celery -A worker.celery_app worker`` (prefork, one process)."""
+    def start_worker(self, concurrency: int = 1) -> None:
+        """Start ``celery -A worker.celery_app worker`` (prefork, ``concurrency`` processes)."""
         log = self.cwd / "worker.log"
         offset = log.stat().st_size if log.exists() else 0
         self._spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app",
-                               "worker", "--concurrency", "1", "--loglevel", "INFO",
+                               "worker", "--concurrency", str(concurrency), "--loglevel", "INFO",
                                "--without-gossip", "--without-mingle",
                                "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"])
         deadline = time.monotonic() + 60

@@ -89,7 +89,7 @@ def test_duplicate_delivery_of_succeeded_job_is_a_noop(pg_stack, killed_and_rede
     before = (ckpt / "adapter.zip").stat().st_mtime_ns
     producer = Celery("test-producer", broker=pg_stack.env["MMLOP_BROKER_URL"])
     producer.send_task(TRAIN_TASK_NAME, args=[job_id], queue=pg_stack.env["MMLOP_TASK_QUEUE"])
-    marker = f"job {job_id} is succeeded; duplicate delivery ignored"
+    marker = f"job {job_id} is already succeeded (attempts: 2); this delivery does nothing"
     deadline = time.monotonic() + 60
     while marker not in pg_stack.logs["worker"].read_text(errors="replace"):
         assert time.monotonic() < deadline, pg_stack.log_tail("worker")
@@ -107,7 +107,7 @@ def test_delete_cancels_running_job(pg_stack, tenant_factory):
         _wait_step(c, job_id, 3)
         assert c.delete(f"/adaptations/{job_id}").status_code == 204
         assert c.get(f"/adaptations/{job_id}").status_code == 404
-    marker = f"job {job_id} attempt 1: canceled or superseded; stopping"
+    marker = f"job {job_id} attempt 1 stopped: the job was canceled and deleted"
     deadline = time.monotonic() + 30
     while marker not in pg_stack.logs["worker"].read_text(errors="replace"):
         assert time.monotonic() < deadline, pg_stack.log_tail("worker")
