@@ -8,29 +8,31 @@ in a dedicated model thread (torch releases the GIL), and scores each row agains
 adapter's class features. Decoding and preprocessing run in the request's thread pool, in
 parallel with the forward of the previous batch.
 
-Adapters live in :class:`AdapterCache`: an LRU with a byte budget on the device, loaded from the
-blob store on first use in a loader thread (single-flight per adapter, never blocking the batcher
-or other adapters' requests), invalidated on delete. Open-vocabulary class features are cached in
-the same budget, keyed by (adapter, class-name list).
+The forward and the scoring are the library's (:meth:`mmlop_core.Predictor.rank_served`): the
+engine only decides which rows share a forward. Adapters live in :class:`AdapterCache`: an LRU
+with a byte budget on the device, loaded from the blob store on first use in a loader thread
+(single-flight per adapter, never blocking the batcher or other adapters' requests), invalidated
+on delete. Open-vocabulary class features are cached in the same budget, keyed by (adapter, class
+set) whatever the order of the names; they are computed in steps of about ``texts_per_step``
+texts on the model thread, each step queued behind the image batches waiting then, so a long
+class list delays other tenants by one step at a time, not by the whole list.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from api.problem import ProblemError
 
@@ -47,14 +49,16 @@ class ResidentAdapter:
 
     Attributes:
         adapter_id: the adaptation id (cache key).
-        adapter: :class:`mmlop_core.Adapter` whose prompt factors, class features (C, D) fp32
-            and image drift (D,) live on the backbone's device.
-        nbytes: bytes of its tensors (low-rank prompt factors + class features + drift); the
-            full (J, n, d) prompts are expanded per batch and are not kept.
+        adapter: :class:`mmlop_core.Adapter` whose prompt factors live on the backbone's device
+            (open-vocabulary class features are computed from them).
+        served: :class:`mmlop_core.ServedClasses` for its trained classes (class features
+            (C, D) fp32, expanded vision prompts, image drift), on the device.
+        nbytes: bytes of its tensors (prompt factors + ``served``).
     """
 
     adapter_id: str
     adapter: Any
+    served: Any
     nbytes: int
 
 
@@ -76,20 +80,20 @@ class AdapterCache:
     """LRU of adapters and open-vocabulary class features within a device byte budget.
 
     Entries are keyed ``("a", adapter_id)`` (a :class:`ResidentAdapter`) and
-    ``("v", adapter_id, names)`` (FloatTensor (C, D) class features for the class list
+    ``("v", adapter_id, names)`` (:class:`mmlop_core.ServedClasses` for the sorted class names
     ``names``). The least recently used entries are evicted while the total exceeds
     ``max_bytes`` or more than ``max_adapters`` adapters are held; the entry just added is never
     evicted. Thread-safe; the async methods must run on one event loop.
 
     Args:
-        load: ``load(directory) -> Adapter`` on the device (runs in a loader thread); raises
+        load: ``load(adapter_id, directory) -> ResidentAdapter`` (runs in a loader thread); raises
             ``mmlop_core.CheckpointError`` / ``BackboneMismatchError`` for bad checkpoints.
         max_bytes: device byte budget.
         max_adapters: most adapters held at once.
         loader_threads: threads reading checkpoints concurrently.
     """
 
-    def __init__(self, load: Callable[[Path], Any], max_bytes: int, max_adapters: int = 1 << 30,
+    def __init__(self, load: Callable[[str, Path], ResidentAdapter], max_bytes: int, max_adapters: int = 1 << 30,
                  loader_threads: int = 4) -> None:
         self._load_fn = load
         self.max_bytes = max_bytes
@@ -165,11 +169,10 @@ class AdapterCache:
         with self._lock:
             return ("a", adapter_id) in self._entries
 
-    async def _single_flight(self, key: tuple, compute: Callable[[], Any], executor: Any) -> Any:
+    async def _single_flight(self, key: tuple, compute: Callable[[], Awaitable[Any]]) -> Any:
         fut = self._loading.get(key)
         if fut is None:
-            loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(executor, compute)
+            fut = asyncio.ensure_future(compute())
             self._loading[key] = fut
             fut.add_done_callback(lambda _f, k=key: self._loading.pop(k, None))
         return await asyncio.shield(fut)
@@ -192,28 +195,25 @@ class AdapterCache:
         with self._lock:
             gen = self._gen.get(adapter_id, 0)
 
-        def compute() -> ResidentAdapter:
+        def load() -> ResidentAdapter:
             t0 = time.perf_counter()
             try:
-                adapter = self._load_fn(directory)
+                resident = self._load_fn(adapter_id, directory)
             except Exception:
                 self.stats.load_errors += 1
                 raise
-            p = adapter.prompts
-            nbytes = sum(_nbytes(t) for t in p.parameters()) + _nbytes(adapter.class_features) \
-                + _nbytes(adapter.image_drift)
-            resident = ResidentAdapter(adapter_id, adapter, nbytes)
             self.stats.loads += 1
             self.stats.load_seconds += time.perf_counter() - t0
-            self._insert(key, resident, nbytes, gen)
+            self._insert(key, resident, resident.nbytes, gen)
             return resident
 
-        return await self._single_flight(key, compute, self._pool)
+        return await self._single_flight(key, lambda: asyncio.get_running_loop().run_in_executor(self._pool, load))
 
     async def class_features(self, resident: ResidentAdapter, names: tuple[str, ...],
-                             compute: Callable[[], torch.Tensor], executor: Any) -> torch.Tensor:
-        """Class features (C, D) of ``resident`` for the class list ``names`` (open vocabulary),
-        computed once by ``compute()`` in ``executor`` and cached within the byte budget."""
+                             compute: Callable[[], Awaitable[Any]]) -> Any:
+        """:class:`mmlop_core.ServedClasses` of ``resident`` for the sorted class names ``names``
+        (open vocabulary), computed once by the coroutine ``compute()`` and cached within the
+        byte budget."""
         key = ("v", resident.adapter_id, names)
         hit = self._lookup(key)
         if hit is not None:
@@ -223,12 +223,12 @@ class AdapterCache:
         with self._lock:
             gen = self._gen.get(resident.adapter_id, 0)
 
-        def run() -> torch.Tensor:
-            feats = compute()
-            self._insert(key, feats, _nbytes(feats), gen)
-            return feats
+        async def run() -> Any:
+            served = await compute()
+            self._insert(key, served, served.nbytes, gen)
+            return served
 
-        return await self._single_flight(key, run, executor)
+        return await self._single_flight(key, run)
 
     def close(self) -> None:
         """Stop the loader threads (pending loads finish)."""
@@ -242,8 +242,7 @@ class _Row:
     request: int  # request sequence number (batching off keeps a request's rows together)
     pixels: torch.Tensor  # (3, H, W) fp32, CPU
     resident: ResidentAdapter
-    class_names: list[str]
-    class_features: torch.Tensor  # (C, D) fp32 on the device, unit rows
+    served: Any  # mmlop_core.ServedClasses the row is scored against
     top_k: int
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
@@ -256,6 +255,7 @@ class EngineStats:
     batches: int = 0
     images: int = 0
     rejected: int = 0  # requests refused with 503 because the queue was full
+    failed_batches: int = 0  # forwards that raised (e.g. non-finite scores)
     forward_seconds: float = 0.0
     adapters_per_batch: int = 0  # sum over batches of distinct adapters (mean = / batches)
 
@@ -273,21 +273,26 @@ class InferenceEngine:
         cache_bytes: device byte budget of the :class:`AdapterCache`.
         max_adapters: most adapters cached.
         bf16: run the vision forward under bf16 autocast (CUDA only; ignored on CPU).
+        texts_per_step: texts per model-thread step when computing open-vocabulary class
+            features (:func:`mmlop_core.features.served_class_features_steps`).
     """
 
     def __init__(self, backbone: Any, max_batch_images: int = 32, max_wait_ms: float = 5.0,
                  queue_size: int = 512, batching: bool = True, cache_bytes: int = 256 << 20,
-                 max_adapters: int = 1 << 30, bf16: bool = False) -> None:
-        from mmlop_core import load_adapter
+                 max_adapters: int = 1 << 30, bf16: bool = False, texts_per_step: int = 256) -> None:
+        from mmlop_core import Predictor
 
         self.backbone = backbone
+        self.texts_per_step = texts_per_step
         self.max_batch_images = max_batch_images
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self.batching = batching
         self.bf16 = bf16 and backbone.device.type == "cuda"
         self.stats = EngineStats()
-        self.cache = AdapterCache(lambda d: self._to_device(load_adapter(d, backbone)), cache_bytes, max_adapters)
+        self.predictor = Predictor(backbone, text_cache_size=0,
+                                   autocast_dtype=torch.bfloat16 if self.bf16 else None)
+        self.cache = AdapterCache(self._load, cache_bytes, max_adapters)
         self._rows: deque[_Row] = deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -295,13 +300,32 @@ class InferenceEngine:
         self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-forward")
         self._seq = itertools.count()
 
-    def _to_device(self, adapter: Any) -> Any:
-        dev = self.backbone.device
-        adapter.prompts.to(dev)
-        adapter.class_features = adapter.class_features.to(dev).float()
-        if adapter.image_drift is not None:
-            adapter.image_drift = adapter.image_drift.to(dev).float()
-        return adapter
+    def _load(self, adapter_id: str, directory: Path) -> ResidentAdapter:
+        """Read a checkpoint onto the device with its served tensors (loader thread)."""
+        from mmlop_core import load_adapter
+
+        adapter = load_adapter(directory, self.backbone)
+        adapter.prompts.to(self.backbone.device)
+        with torch.no_grad():
+            served = self.predictor.serve(adapter)
+        nbytes = sum(_nbytes(t) for t in adapter.prompts.parameters()) + served.nbytes
+        return ResidentAdapter(adapter_id, adapter, served, nbytes)
+
+    async def _open_vocabulary(self, resident: ResidentAdapter, names: list[str]) -> Any:
+        """ServedClasses of ``resident`` for ``names`` (any order), from the cache or computed
+        step by step on the model thread."""
+        key = tuple(sorted(names))
+        loop = asyncio.get_running_loop()
+
+        async def compute() -> Any:
+            steps = self.predictor.serve_steps(resident.adapter, list(key), self.texts_per_step)
+            while True:
+                done, value = await loop.run_in_executor(self._model, _advance, steps)
+                if done:
+                    return value
+
+        served = await self.cache.class_features(resident, key, compute)
+        return served.reordered(names)
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def _ensure_started(self) -> None:
@@ -356,37 +380,25 @@ class InferenceEngine:
         Raises:
             ProblemError: 503 with ``Retry-After`` when the queue is full.
             mmlop_core.CheckpointError, BackboneMismatchError: bad checkpoint.
+            mmlop_core.DataError: bad open-vocabulary class names (see ``Predictor.serve``).
+            mmlop_core.NonFiniteOutputError: the backbone produced non-finite scores.
         """
-        from mmlop_core.features import served_class_features
-
         self._ensure_started()
         n = int(pixels.shape[0])
         self._check_room(n)
         resident = await self.cache.get(adapter_id, directory)
-        adapter = resident.adapter
-        names = None if class_names is None else tuple(c.strip() for c in class_names)
-        if names is None or list(names) == adapter.class_names:
-            feats, names_list = adapter.class_features, list(adapter.class_names)
+        names = None if class_names is None else [c.strip() for c in class_names]
+        if names is None or names == resident.served.class_names:
+            served = resident.served
         else:
-            if not all(names) or len(set(names)) != len(names):
-                from mmlop_core import DataError
-
-                raise DataError("class_names must be distinct non-empty strings")
-
-            def compute() -> torch.Tensor:
-                with torch.no_grad():
-                    tp = adapter.text_prompts()
-                    return served_class_features(self.backbone, list(names), adapter.config, tp).float()
-
-            feats = await self.cache.class_features(resident, names, compute, self._model)
-            names_list = list(names)
+            served = await self._open_vocabulary(resident, names)
         self._check_room(n)  # the queue may have filled while the adapter loaded
         loop = asyncio.get_running_loop()
         seq = next(self._seq)
         futures = []
         for i in range(n):
             fut = loop.create_future()
-            self._rows.append(_Row(seq, pixels[i], resident, names_list, feats, top_k, fut))
+            self._rows.append(_Row(seq, pixels[i], resident, served, top_k, fut))
             futures.append(fut)
         self._arrived.set()  # type: ignore[union-attr]
         return list(await asyncio.gather(*futures))
@@ -443,64 +455,26 @@ class InferenceEngine:
 
     @torch.no_grad()
     def _forward(self, batch: list[_Row]) -> list[list[Any]]:
-        """One prompted vision forward per prompt shape (normally one) for the whole batch."""
-        from mmlop_core import Prediction
-        from mmlop_core.config import DriftMode
-        from mmlop_core.encoders import encode_image
-
+        """One batched prompted forward and scoring of the rows, by the library's predictor."""
         t0 = time.perf_counter()
-        model = self.backbone.model
-        dev = self.backbone.device
-        pixels = torch.stack([r.pixels for r in batch]).to(dev)  # (B, 3, H, W)
-        adapters = [r.resident.adapter for r in batch]
-        unique: dict[int, Any] = {id(a): a for a in adapters}
-        prompts = {k: (a.vision_prompts() if a.config.vision_depth else None) for k, a in unique.items()}
-        groups: dict[Any, list[int]] = {}
-        for i, a in enumerate(adapters):
-            p = prompts[id(a)]
-            groups.setdefault(None if p is None else tuple(p.shape), []).append(i)
-        feats = torch.empty(len(batch), self.backbone.embed_dim, device=dev)
-        autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        for shape, idx in groups.items():
-            px = pixels if len(idx) == len(batch) else pixels[idx]
-            if shape is None:
-                with autocast:
-                    out = encode_image(model, px)
-            else:
-                ids = [id(adapters[i]) for i in idx]
-                if len(set(ids)) == 1:
-                    rows = prompts[ids[0]]  # (J, n, d_v), shared by the group
-                else:
-                    order = {k: j for j, k in enumerate(dict.fromkeys(ids))}
-                    stack = torch.stack([prompts[k] for k in order])  # (A, J, n, d_v)
-                    rows = stack[torch.tensor([order[k] for k in ids], device=stack.device)]  # (b, J, n, d_v)
-                with autocast:
-                    out = encode_image(model, px, rows)
-            feats[idx] = out.float()
-        feats = F.normalize(feats, dim=-1)  # (B, D)
-        drift = [a.image_drift if a.config.drift in (DriftMode.IMAGE, DriftMode.BOTH) else None for a in adapters]
-        if any(d is not None for d in drift):  # image-side UDC (MMLOP.md section 4)
-            delta = torch.stack([d if d is not None else torch.zeros_like(feats[0]) for d in drift])
-            feats = F.normalize(feats - delta, dim=-1)
-        scale = model.logit_scale.exp().float()
-        by_feats: dict[int, list[int]] = {}
-        for i, r in enumerate(batch):
-            by_feats.setdefault(id(r.class_features), []).append(i)
-        out_rows: list[list[Any]] = [[] for _ in batch]
-        for idx in by_feats.values():
-            r0 = batch[idx[0]]
-            probs = (scale * feats[idx] @ r0.class_features.t()).softmax(dim=-1).cpu()  # (b, C)
-            if not bool(torch.isfinite(probs).all()):
-                from mmlop_core import NonFiniteOutputError
-                logger.error("non-finite scores for adapter batch of %d images: refusing to serve them", len(idx))
-                raise NonFiniteOutputError("the model produced non-finite scores (NaN or infinity); the cause "
-                                           "is logged")
-            for j, i in enumerate(idx):
-                k = min(batch[i].top_k, probs.shape[-1])
-                vals, top = probs[j].topk(k)
-                out_rows[i] = [Prediction(r0.class_names[t], float(v)) for v, t in zip(vals.tolist(), top.tolist())]
+        pixels = torch.stack([r.pixels for r in batch]).to(self.backbone.device)  # (B, 3, H, W)
+        try:
+            out = self.predictor.rank_served([r.served for r in batch], pixels, [r.top_k for r in batch])
+        except Exception:
+            self.stats.failed_batches += 1
+            raise
         self.stats.batches += 1
         self.stats.images += len(batch)
-        self.stats.adapters_per_batch += len(unique)
+        self.stats.adapters_per_batch += len({id(r.resident) for r in batch})
         self.stats.forward_seconds += time.perf_counter() - t0
-        return out_rows
+        return out
+
+
+@torch.no_grad()
+def _advance(steps: Generator[None, None, Any]) -> tuple[bool, Any]:
+    """Run one step of a step generator: (False, None), or (True, its result) once it ends."""
+    try:
+        next(steps)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, None

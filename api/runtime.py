@@ -1,5 +1,5 @@
-"""Per-process model runtime of the API: the backbone (loaded once, in a background thread),
-a ``Predictor`` and the :class:`api.engine.InferenceEngine` (cross-tenant batching + the
+"""Per-process model runtime of the API: the backbone (loaded once, in a background thread) and
+the :class:`api.engine.InferenceEngine` (cross-tenant batching over the library's predictor + the
 byte-budgeted adapter cache, invalidated on delete)."""
 
 from __future__ import annotations
@@ -16,18 +16,15 @@ logger = logging.getLogger(__name__)
 
 
 class ModelRuntime:
-    """Backbone, predictor and adapter cache of one API process (thread-safe)."""
+    """Backbone and inference engine of one API process (thread-safe)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.backbone: Any = None
-        self.predictor: Any = None
         self.error: str | None = None
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.engine: Any = None  # api.engine.InferenceEngine once the backbone is loaded
-        # One forward at a time outside the engine: torch already uses all the process's threads.
-        self.infer_lock = threading.Lock()
 
     def start(self) -> None:
         """Start loading the backbone in a daemon thread (returns immediately)."""
@@ -37,18 +34,16 @@ class ModelRuntime:
 
     def _load(self) -> None:
         try:
-            from mmlop_core import Predictor
+            from api.engine import InferenceEngine
 
             self.backbone = load_configured_backbone(self.settings)
-            self.predictor = Predictor(self.backbone)
-            from api.engine import InferenceEngine
 
             st = self.settings
             self.engine = InferenceEngine(
                 self.backbone, max_batch_images=st.max_batch_images, max_wait_ms=st.max_wait_ms,
                 queue_size=st.engine_queue_size, batching=st.batching,
                 cache_bytes=st.adapter_cache_bytes, max_adapters=st.adapter_cache_size,
-                bf16=st.inference_precision == "bf16")
+                bf16=st.inference_precision == "bf16", texts_per_step=st.open_vocabulary_texts_per_step)
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and 503s
             from mmlop_core import MMLoPError
             if isinstance(exc, MMLoPError):  # expected configuration problem: one line, no traceback
@@ -62,12 +57,12 @@ class ModelRuntime:
     @property
     def loaded(self) -> bool:
         """True once the backbone is loaded and usable."""
-        return self._ready.is_set() and self.predictor is not None
+        return self._ready.is_set() and self.engine is not None
 
     @property
     def failed(self) -> bool:
         """True once loading has finished without a usable backbone (``error`` says why)."""
-        return self._ready.is_set() and self.predictor is None
+        return self._ready.is_set() and self.engine is None
 
     def wait(self, timeout: float = 120.0) -> None:
         """Block until the backbone is loaded; 503 problem if it failed or takes too long."""
@@ -75,7 +70,7 @@ class ModelRuntime:
         if not self._ready.wait(timeout):
             raise ProblemError(503, "the backbone is still loading; retry shortly",
                                kind="backbone-loading", headers={"Retry-After": "10"})
-        if self.predictor is None:
+        if self.engine is None:
             raise ProblemError(503, BACKBONE_UNAVAILABLE, kind="backbone-unavailable")
 
     def invalidate(self, adapter_id: str) -> None:

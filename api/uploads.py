@@ -72,6 +72,16 @@ def read_limited(fh: IO[bytes], limit: int, name: str) -> bytes:
 
 def check_image(data: bytes, name: str, settings: Settings) -> str:
     """Check that ``data`` decodes as an image within the pixel limit; returns its suffix."""
+    return decode_image(data, name, settings)[0]
+
+
+def decode_image(data: bytes, name: str, settings: Settings) -> tuple[str, Image.Image]:
+    """Check and fully decode ``data`` once: its file suffix and the decoded PIL image.
+
+    The header is read first (format, size, decompression bombs: 413/422 naming ``name``),
+    then the pixels are decoded by :func:`mmlop_core.open_image` (which also scales float and
+    16-bit images); a decoder error is a 422.
+    """
     if not data:
         raise ProblemError(422, f"{name} is empty (0 bytes)", kind="invalid-image", field=name)
     try:
@@ -91,16 +101,14 @@ def check_image(data: bytes, name: str, settings: Settings) -> str:
     if width * height > settings.upload_max_pixels:
         raise ProblemError(413, f"{name} has {width}x{height} pixels, more than the limit of "
                            f"{settings.upload_max_pixels}", kind="too-large", field=name)
-    try:
-        from mmlop_core import open_image
+    from mmlop_core import open_image
 
-        open_image(data, name=name, max_pixels=settings.upload_max_pixels)
-    except ImportError:  # pragma: no cover - core missing
-        pass
+    try:
+        image = open_image(data, name=name, max_pixels=settings.upload_max_pixels)
     except Exception as exc:  # noqa: BLE001 - ImageError and decoder errors alike
         raise ProblemError(422, f"{name} cannot be decoded: {exc}", kind="invalid-image",
                            field=name) from exc
-    return _FORMAT_SUFFIX.get(fmt, ".img")
+    return _FORMAT_SUFFIX.get(fmt, ".img"), image
 
 
 def _entry_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
@@ -222,37 +230,45 @@ def check_names_read_apart(class_names: list[str], field: str = "class_names") -
         seen[key] = n
 
 
-def check_classes(items: list[ImageItem], class_names: list[str], settings: Settings) -> None:
-    """Reject unusable class names and classes without images (422 naming the field).
+def check_class_names(class_names: list[str], settings: Settings, field: str = "class_names") -> None:
+    """Reject unusable class names with a 422 naming the entry; the same checks for training
+    uploads and open-vocabulary classify (issue 12, A.1).
 
     Names must be non-empty, distinct, free of control characters, at most
     ``class_name_max_chars`` characters and ``class_name_max_tokens`` CLIP BPE tokens (longer
-    names would be cut by the 77-token text context; we refuse rather than truncate). Unicode
-    and emoji are accepted. Every class must have at least one image.
+    names would be cut by the 77-token text context; we refuse rather than truncate), and must
+    not read the same to the text encoder (:func:`check_names_read_apart`). Unicode and emoji
+    are accepted.
     """
     seen: set[str] = set()
     for n, name in enumerate(class_names):
-        field = f"class_names[{n}]"
-        if not name.strip():
-            raise ProblemError(422, f"{field} is empty", kind="invalid-class-name", field=field)
+        entry = f"{field}[{n}]"
+        if not isinstance(name, str) or not name.strip():
+            raise ProblemError(422, f"{entry} is empty", kind="invalid-class-name", field=entry)
         if name in seen:
-            raise ProblemError(422, f"{field} {name[:60]!r} is a duplicate", kind="invalid-class-name",
-                               field=field)
+            raise ProblemError(422, f"{entry} {name[:60]!r} is a duplicate", kind="invalid-class-name",
+                               field=entry)
         seen.add(name)
         if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
-            raise ProblemError(422, f"{field} holds control characters", kind="invalid-class-name",
-                               field=field)
+            raise ProblemError(422, f"{entry} holds control characters", kind="invalid-class-name",
+                               field=entry)
         if len(name) > settings.class_name_max_chars:
-            raise ProblemError(422, f"{field} has {len(name)} characters, more than the limit of "
+            raise ProblemError(422, f"{entry} has {len(name)} characters, more than the limit of "
                                f"{settings.class_name_max_chars}", kind="invalid-class-name",
-                               field=field)
+                               field=entry)
         tokens = len(_bpe().encode(name))
         if tokens > settings.class_name_max_tokens:
-            raise ProblemError(422, f"{field} is {tokens} text tokens long, more than the limit of "
+            raise ProblemError(422, f"{entry} is {tokens} text tokens long, more than the limit of "
                                f"{settings.class_name_max_tokens} (the text encoder's context is "
                                "77 tokens, shared with the prompt)", kind="invalid-class-name",
-                               field=field)
-    check_names_read_apart(class_names)
+                               field=entry)
+    check_names_read_apart(class_names, field)
+
+
+def check_classes(items: list[ImageItem], class_names: list[str], settings: Settings) -> None:
+    """Reject unusable class names (:func:`check_class_names`) and classes without images
+    (422 naming the field)."""
+    check_class_names(class_names, settings)
     counts = Counter(item.label for item in items)
     for n, name in enumerate(class_names):
         if counts.get(name, 0) == 0:

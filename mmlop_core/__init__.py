@@ -16,12 +16,12 @@ from .data import load_class_folders, sample_few_shot
 from .errors import (BackboneMismatchError, BackboneUnavailableError, CheckpointError, ConfigError, DataError,
                      ImageError, MMLoPError, NonFiniteOutputError, TrainingCanceled)
 from .images import open_image
-from .predictor import Prediction, Predictor
+from .predictor import Prediction, Predictor, ServedClasses
 from .trainer import TrainProgress, train_adapter
 
 __all__ = [
     "__version__", "Adapter", "AdapterConfig", "Backbone", "BackboneMismatchError", "BackboneUnavailableError",
-    "CheckpointError", "ConfigError", "DataError", "ImageError", "MMLoPError", "NonFiniteOutputError", "PRESETS", "Prediction", "Predictor",
+    "CheckpointError", "ConfigError", "DataError", "ImageError", "MMLoPError", "NonFiniteOutputError", "PRESETS", "Prediction", "Predictor", "ServedClasses",
     "TINY_MODEL", "TrainConfig", "TrainProgress", "TrainingCanceled", "export_adapter_zip", "load_adapter",
     "load_backbone", "load_class_folders", "open_image", "sample_few_shot", "save_adapter", "train_adapter",
     "zip_bytes",

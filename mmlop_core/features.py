@@ -1,7 +1,9 @@
 """Class (text) features: frozen template ensembles, prompted features, and served features."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Generator
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,8 @@ from .drift import correct_drift, mean_drift
 from .encoders import encode_text, placeholder_texts, trim_context
 from .errors import DataError
 from .templates import ensemble_templates
+
+T = TypeVar("T")
 
 _TEXT_CHUNK = 1024  # texts per frozen forward, bounds memory for large class lists
 
@@ -24,6 +28,32 @@ def text_name(class_name: str) -> str:
     text features. Labels shown to users keep the name as given.
     """
     return class_name.replace("_", " ")
+
+
+def check_class_names(backbone: Backbone, class_names: list[str]) -> None:
+    """The checks every class list passes before its names reach the text encoder.
+
+    Used for trained classes and open-vocabulary lists alike (issue 12, A.1): names are
+    non-empty strings once stripped, distinct, free of control characters (a NUL or a newline
+    would reach the tokenizer), and do not read the same to the text encoder
+    (:func:`check_names_read_apart`). A name too long for the text context is refused when it
+    is tokenised (:func:`tokenize`).
+
+    Raises:
+        DataError: naming the first offending entry.
+    """
+    if not class_names:
+        raise DataError("no class names; give at least one")
+    seen: set[str] = set()
+    for n, name in enumerate(class_names):
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"class name [{n}] {name!r} is empty or not a string")
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+            raise DataError(f"class name [{n}] {name[:60]!r} holds control characters")
+        if name in seen:
+            raise DataError(f"class name [{n}] {name[:60]!r} appears more than once")
+        seen.add(name)
+    check_names_read_apart(backbone, class_names)
 
 
 def check_names_read_apart(backbone: Backbone, class_names: list[str]) -> None:
@@ -106,6 +136,61 @@ def prompted_class_features(backbone: Backbone, class_names: list[str], config: 
     return F.normalize(encode_text(backbone.model, tokens).float(), dim=-1)
 
 
+def served_class_features_steps(backbone: Backbone, class_names: list[str], config: AdapterConfig,
+                                text_prompts: torch.Tensor | None, texts_per_step: int = 256,
+                                frozen: torch.Tensor | None = None) -> Generator[None, None, torch.Tensor]:
+    """:func:`served_class_features` cut into steps of at most about `texts_per_step` texts.
+
+    A generator: each ``next()`` runs the text encoder on one chunk of class names (the prompted
+    texts and, with text-side UDC, their template ensemble) and yields; the generator's return
+    value (``StopIteration.value``) is the (C, D) result. A server drives it one step at a
+    time on its model thread, so a long open-vocabulary list never holds that thread for more
+    than one step and other tenants' image batches run in between (issue 12, A.1). The text
+    encoder treats every row on its own (causal mask, context trimmed per chunk), and the drift
+    delta is a mean over all classes taken after the last chunk, so the result equals the
+    unchunked computation up to float rounding.
+
+    Args:
+        texts_per_step: texts per encoder call; a chunk holds at least one class name.
+        frozen: t0 for `class_names` if already computed (else computed here when needed).
+
+    Yields:
+        None after each chunk.
+
+    Returns:
+        FloatTensor (C, D), fp32, unit rows, on the backbone's device.
+
+    Raises:
+        DataError: a name does not fit the text context.
+    """
+    udc = config.drift in (DriftMode.TEXT, DriftMode.BOTH)
+    templates = ensemble_templates(config.template, config.ensemble_templates) if udc and frozen is None else []
+    per_name = 1 + len(templates)
+    step = max(1, texts_per_step // per_name)
+    prompted, frozen_parts = [], []
+    for start in range(0, len(class_names), step):
+        names = class_names[start:start + step]
+        with torch.no_grad():
+            prompted.append(prompted_class_features(backbone, names, config, text_prompts))
+            if templates:
+                frozen_parts.append(frozen_class_features(backbone, names, templates))
+        yield
+    feats = torch.cat(prompted)
+    if not udc:
+        return feats
+    t0 = frozen if frozen is not None else torch.cat(frozen_parts)
+    return correct_drift(feats, mean_drift(feats, t0))
+
+
+def run_steps(steps: Generator[None, None, T]) -> T:
+    """Run a step generator (e.g. :func:`served_class_features_steps`) to its end; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
 @torch.no_grad()
 def served_class_features(backbone: Backbone, class_names: list[str], config: AdapterConfig,
                           text_prompts: torch.Tensor | None,
@@ -118,10 +203,5 @@ def served_class_features(backbone: Backbone, class_names: list[str], config: Ad
     Returns:
         FloatTensor (C, D), fp32, unit rows.
     """
-    prompted = prompted_class_features(backbone, class_names, config, text_prompts)
-    if config.drift not in (DriftMode.TEXT, DriftMode.BOTH):
-        return prompted
-    if frozen is None:
-        frozen = frozen_class_features(backbone, class_names,
-                                       ensemble_templates(config.template, config.ensemble_templates))
-    return correct_drift(prompted, mean_drift(prompted, frozen))
+    return run_steps(served_class_features_steps(backbone, class_names, config, text_prompts,
+                                                 texts_per_step=_TEXT_CHUNK, frozen=frozen))

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     upload_max_pixels: int = Field(default=40_000_000, gt=0)
     # Classification: images per request.
     classify_max_images: int = Field(default=64, gt=0)
+    # Open-vocabulary classify: most class_names in one request (413 past it), and texts the
+    # text encoder runs per model-thread step while computing their class features (other
+    # tenants' image batches run between steps; issue 12 A.1).
+    classify_max_class_names: int = Field(default=1000, gt=1, le=100_000)
+    open_vocabulary_texts_per_step: int = Field(default=256, gt=0, le=100_000)
     # Adapters kept loaded in each API process.
     adapter_cache_size: int = Field(default=256, gt=0)
     # Inference engine (api/engine.py): device bytes of the adapter cache (prompts + class

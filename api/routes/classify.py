@@ -18,7 +18,7 @@ from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
 from api.routes.adaptations import get_owned
 from api.schemas import ClassifyJSON, ClassifyPublic, ImageResult, PredictionPublic
-from api.uploads import check_image, check_names_read_apart, read_form, read_limited
+from api.uploads import check_class_names, decode_image, read_form, read_limited
 from service.jobs import JobStatus, checkpoint_prefix
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
         top_k = _int_field(top_k_q, "top_k", body.top_k)
         return images, top_k, body.class_names
     if ctype.startswith("multipart/form-data"):
-        form = await read_form(request, settings.classify_max_images, 1000, fields_name="class_names")
+        form = await read_form(request, settings.classify_max_images, settings.classify_max_class_names + 8,
+                               fields_name="class_names")
         try:
             uploads = [v for v in form.getlist("images") if isinstance(v, UploadFile)]
             images = []
@@ -119,6 +120,23 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
                        kind="unsupported-media-type")
 
 
+def _check_open_vocabulary(class_names: Any, settings: Any) -> None:
+    """The training-time class-name checks plus a count cap (issue 12, A.1): 413 past
+    ``classify_max_class_names``, 422 naming the entry otherwise."""
+    if not isinstance(class_names, list):
+        raise ProblemError(422, "class_names must be a list of strings", kind="validation-error",
+                           field="class_names")
+    if len(class_names) > settings.classify_max_class_names:
+        raise ProblemError(413, f"{len(class_names)} class_names is more than the limit of "
+                           f"{settings.classify_max_class_names} per request", kind="too-large",
+                           field="class_names")
+    if len(class_names) < 2:  # one name would always score 1.0
+        raise ProblemError(422, "class_names needs at least two names, as a JSON list "
+                           "('[\"bag\", \"coat\"]') or one form field per name",
+                           kind="validation-error", field="class_names")
+    check_class_names(class_names, settings)
+
+
 @router.post("/{adapter_id}", response_model=ClassifyPublic, openapi_extra=_BODY,
              summary="Classify images with a trained adapter")
 async def classify(adapter_id: str, request: Request, session: SessionDep, tenant: TenantDep,
@@ -141,15 +159,7 @@ async def classify(adapter_id: str, request: Request, session: SessionDep, tenan
                            f"{settings.classify_max_images} per request", kind="too-large",
                            field="images")
     if class_names is not None:
-        if not class_names or not all(isinstance(c, str) and c.strip() for c in class_names) \
-                or len(set(class_names)) != len(class_names):
-            raise ProblemError(422, "class_names must be distinct non-empty strings",
-                               kind="validation-error", field="class_names")
-        if len(class_names) < 2:  # one name would always score 1.0
-            raise ProblemError(422, "class_names needs at least two names, as a JSON list "
-                               "('[\"bag\", \"coat\"]') or one form field per name",
-                               kind="validation-error", field="class_names")
-        check_names_read_apart(class_names)
+        _check_open_vocabulary(class_names, settings)
     runtime = request.app.state.runtime
     directory = blobs.path(checkpoint_prefix(tenant_id, adapter_id) + "/adapter")
 
@@ -157,14 +167,10 @@ async def classify(adapter_id: str, request: Request, session: SessionDep, tenan
         """Decode, check and preprocess off the event loop: FloatTensor (k, 3, H, W)."""
         import torch
 
-        from mmlop_core import open_image
         from mmlop_core.images import to_rgb
 
-        pil = []
-        for n, (name, data) in enumerate(images):
-            label = f"images[{n}]" + (f" ({name})" if name else "")
-            check_image(data, label, settings)
-            pil.append(open_image(data))
+        pil = [decode_image(data, f"images[{n}]" + (f" ({name})" if name else ""), settings)[1]
+               for n, (name, data) in enumerate(images)]
         runtime.wait()
         if not directory.is_dir():
             raise ProblemError(409, "checkpoint is missing from the blob store",

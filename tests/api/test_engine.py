@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mmlop_core as m
-from api.engine import AdapterCache, InferenceEngine
+from api.engine import AdapterCache, InferenceEngine, ResidentAdapter
 from api.problem import ProblemError
 from mmlop_core.adapter import Adapter
 from mmlop_core.trainer import build_prompts
@@ -146,11 +146,11 @@ def test_cache_evicts_by_bytes_counts_and_invalidates(backbone, stored):
 def test_concurrent_misses_share_one_load(tmp_path):
     calls = []
 
-    def load(d):
+    def load(adapter_id, d):
         import time
         time.sleep(0.1)
         calls.append(d)
-        return make_adapter(m.load_backbone(m.TINY_MODEL, "none"), 0)
+        return ResidentAdapter(adapter_id, make_adapter(m.load_backbone(m.TINY_MODEL, "none"), 0), None, 1)
 
     cache = AdapterCache(load, 1 << 30)
 
@@ -226,3 +226,95 @@ def test_non_finite_scores_are_refused_not_served(stored):
     with pytest.raises(m.NonFiniteOutputError):
         m.Predictor(nan_backbone).classify(m.load_adapter(stored["a0"], nan_backbone), images(1), top_k=2)
     assert _core_error_status(m.NonFiniteOutputError("x")) == (500, "non-finite-output")
+
+
+def test_open_vocabulary_cache_ignores_the_order_of_the_names(backbone, stored):
+    engine = InferenceEngine(backbone, max_wait_ms=1)
+    px = pixels(backbone, images(2))
+    names = ["cat", "dog", "shoe", "bag"]
+
+    async def go():
+        a = await engine.classify("a0", stored["a0"], px, 4, names)
+        b = await engine.classify("a0", stored["a0"], px, 4, list(reversed(names)))
+        await engine.stop()
+        return a, b
+
+    a, b = asyncio.run(go())
+    assert engine.cache.stats.vocab_misses == 1 and engine.cache.stats.vocab_hits == 1
+    for ra, rb in zip(a, b):
+        assert {p.label: round(p.score, 5) for p in ra} == {p.label: round(p.score, 5) for p in rb}
+
+
+def test_stepwise_open_vocabulary_features_equal_the_predictor(backbone, stored):
+    """Computed a few texts per model-thread step, the class features and scores are those of
+    the library's one-pass Predictor (text-side UDC takes its mean over all classes)."""
+    engine = InferenceEngine(backbone, max_wait_ms=1, texts_per_step=64)  # one name (62 texts) per step
+    pil = images(3)
+    names = [f"class {i}" for i in range(7)]
+
+    async def go():
+        out = await engine.classify("a2", stored["a2"], pixels(backbone, pil), 3, names)
+        await engine.stop()
+        return out
+
+    got = asyncio.run(go())
+    want = m.Predictor(backbone).classify(m.load_adapter(stored["a2"], backbone), pil, top_k=3, class_names=names)
+    for g, w in zip(got, want):
+        assert [p.label for p in g] == [p.label for p in w]
+        assert [p.score for p in g] == pytest.approx([p.score for p in w], abs=1e-5)
+
+
+def test_a_long_class_list_does_not_hold_back_another_tenants_images(backbone, stored):
+    """Issue 12 A.1: 400 open-vocabulary names are computed in model-thread steps, and an image
+    request of another adapter sent meanwhile is answered between two steps, long before the
+    class list is done (it used to wait for the whole list)."""
+    engine = InferenceEngine(backbone, max_wait_ms=1, texts_per_step=64)
+    px = pixels(backbone, images(1))
+    names = [f"class {i}" for i in range(400)]
+    done: dict[str, float] = {}
+
+    async def timed(key, coro):
+        await coro
+        done[key] = asyncio.get_running_loop().time()
+
+    async def go():
+        await engine.classify("a1", stored["a1"], px, 1)  # warm: the adapter is loaded
+        await engine.classify("a0", stored["a0"], px, 1)
+        vocab = asyncio.ensure_future(timed("vocab", engine.classify("a0", stored["a0"], px, 1, names)))
+        while engine.cache.stats.vocab_misses == 0:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)  # the class list is being computed
+        await timed("other", engine.classify("a1", stored["a1"], px, 1))
+        await vocab
+        await engine.stop()
+
+    asyncio.run(go())
+    assert done["other"] < done["vocab"], done
+
+
+def test_a_classify_image_is_decoded_once_and_that_image_is_used():
+    """Issue 12 E.21: the check and the use share one decode (``decode_image`` returns the
+    decoded picture that classify preprocesses)."""
+    import io
+
+    from PIL import Image
+
+    from api.uploads import decode_image
+    from service.settings import Settings
+
+    buf = io.BytesIO()
+    Image.new("L", (5, 3), 200).save(buf, format="PNG")
+    calls = []
+    real = m.open_image
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    m.open_image = counting
+    try:
+        suffix, image = decode_image(buf.getvalue(), "images[0]", Settings())
+    finally:
+        m.open_image = real
+    assert suffix == ".png" and image.mode == "RGB" and image.size == (5, 3) and image.getpixel((0, 0)) == (200,) * 3
+    assert len(calls) == 1

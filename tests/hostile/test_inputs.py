@@ -316,3 +316,37 @@ def test_unknown_form_fields_and_query_are_ignored_or_refused(hostile_stack, new
                       params={"debug": "1"})
         assert resp.status_code in (202, 422), resp.text
         assert c.get("/healthz").status_code == 200
+
+
+OPEN_VOCABULARY_CASES = [
+    # (class_names, status, field): the training-time checks, on /classify's open vocabulary
+    (["bag", "coat\x00"], 422, "class_names[1]"),                 # NUL
+    (["bag", "co\nat"], 422, "class_names[1]"),                   # newline
+    (["bag", "word " * 41], 422, "class_names[1]"),               # longer than 40 text tokens
+    (["bag", "x" * 201], 422, "class_names[1]"),                  # longer than 200 characters
+    (["bag", "  "], 422, "class_names[1]"),                       # empty once stripped
+    (["bag", "bag"], 422, "class_names[1]"),                      # duplicate
+    (["Bag", "bag"], 422, "class_names[1]"),                      # read the same to the tokenizer
+    (["bag"], 422, "class_names"),                                # one name always scores 1.0
+    ([f"class {k}" for k in range(1001)], 413, "class_names"),    # over classify_max_class_names
+]
+
+
+@pytest.mark.parametrize("class_names,status,field", OPEN_VOCABULARY_CASES)
+def test_open_vocabulary_names_pass_the_training_checks(hostile_stack, new_tenant, class_names, status, field):
+    """Issue 12 A.1: the open-vocabulary list of ``POST /classify`` is refused for exactly what a
+    training upload is refused for, and capped in count (a 300-name list held the shared model
+    thread for 125 s), in both the JSON and the multipart forms."""
+    from service.jobs import JobStatus
+    from utils.factories import make_adaptation
+
+    tenant_id, key = new_tenant
+    job_id = make_adaptation(hostile_stack.database_url, tenant_id, JobStatus.succeeded)
+    with hostile_stack.client(key) as c:
+        as_json = c.post(f"/classify/{job_id}", json={"images": ["aGk="], "class_names": class_names})
+        as_form = c.post(f"/classify/{job_id}", files=[("images", ("a.png", _png(), "image/png"))],
+                         data={"class_names": json.dumps(class_names)})
+        for resp in (as_json, as_form):
+            body = assert_problem(resp, status)
+            assert body["field"] == field, body
+            assert body["type"].endswith("/too-large") == (status == 413), body
