@@ -10,9 +10,11 @@ from fastapi import FastAPI
 
 from api import problem
 from api.metrics import Metrics, MetricsMiddleware
+from api.request_id import RequestIdMiddleware
 from api.routes import adaptations, classify, health
 from api.runtime import ModelRuntime
 from api.uploads import BodyLimitMiddleware
+from service.logs import configure_logging
 from service.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -21,6 +23,7 @@ logger = logging.getLogger(__name__)
 def create_app() -> FastAPI:
     """Build the API: routes, the problem+json handler, metrics, and the lazy backbone loader."""
     settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,6 +38,7 @@ def create_app() -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     # Refuse oversized bodies while they stream in (issue 5); multipart framing gets 1 MB.
     app.add_middleware(BodyLimitMiddleware, limit=settings.upload_max_bytes + 1_000_000)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer and log line has the id
     app.include_router(health.router)
     app.include_router(adaptations.router)
     app.include_router(classify.router)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import setup_logging, worker_process_init, worker_ready
 
 from service.queue import celery_config
 from service.settings import get_settings
@@ -18,6 +18,19 @@ logger = logging.getLogger(__name__)
 
 app = Celery("mmlop", include=["worker.tasks"])
 app.conf.update(celery_config(get_settings()))
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_kwargs: object) -> None:
+    """The service's one log format (``service.logs``) instead of Celery's own.
+
+    Connecting this signal keeps Celery from configuring logging itself; ``--loglevel`` wins
+    over ``MMLOP_LOG_LEVEL`` when given.
+    """
+    from service.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_format, loglevel or settings.log_level)
 
 
 @worker_process_init.connect
