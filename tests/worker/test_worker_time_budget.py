@@ -1,0 +1,60 @@
+"""``job_max_seconds`` covers every phase of an attempt (issue 12, B.5), with the issue's
+settings (``MMLOP_JOB_MAX_SECONDS=1``, ``MMLOP_VISIBILITY_TIMEOUT=62``) on a real worker.
+
+A 100-class job (one photo per class) spends its budget computing the text features of its
+classes, before the first step. Before the fix that phase was outside the budget: the attempt
+ran on (a 450-class job past the visibility timeout, so Redis redelivered it to a second
+worker). Now it fails at once, in attempt 1, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from utils.factories import image_multipart, make_tenant, photos, read_adaptation
+from utils.stack import (REDIS_TEST_DB, Stack, base_env, create_pg_database, delete_redis_queue,
+                         drop_pg_database, wait_for_status)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_broker_url: str) -> Iterator[Stack]:
+    """API + worker with a one-second job budget, on a database and queue of their own."""
+    cwd = tmp_path_factory.mktemp("time_budget")
+    database_url = create_pg_database()
+    queue = f"mmlop-test-{uuid.uuid4().hex[:10]}"
+    env = base_env({"MMLOP_DATABASE_URL": database_url, "MMLOP_BROKER_URL": redis_broker_url,
+                    "MMLOP_BLOB_ROOT": str(cwd / "blobs"), "MMLOP_TASK_QUEUE": queue,
+                    "MMLOP_JOB_MAX_SECONDS": "1", "MMLOP_VISIBILITY_TIMEOUT": "62"})
+    s = Stack(env=env, cwd=cwd, database_url=database_url, blob_root=cwd / "blobs")
+    try:
+        s.migrate()
+        s.start_worker()
+        s.start_api()
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+        delete_redis_queue(REDIS_TEST_DB, queue)
+        drop_pg_database(database_url)
+
+
+def test_a_budget_spent_on_text_features_fails_attempt_1_saying_why(stack):
+    _, key = make_tenant(stack.database_url)
+    one_photo = photos("train", 1, ["bag"])[0][1]
+    files, data = image_multipart([(f"class {i:03d}", one_photo) for i in range(100)])
+    config = {"adapter": {"preset": "ivlp"}, "train": {"epochs": 1}}
+    with stack.client(key) as c:
+        resp = c.post("/adaptations", files=files, data={**data, "config": json.dumps(config)})
+        assert resp.status_code == 202, resp.text
+        job_id = resp.json()["id"]
+        body = wait_for_status(c, job_id, {"succeeded", "failed", "canceled"}, timeout=120)
+    assert body["status"] == "failed" and body["attempt"] == 1, (body, stack.log_tail("worker"))
+    assert "time budget" in body["error"] and "100 classes" in body["error"], body["error"]
+    row = read_adaptation(stack.database_url, job_id)
+    assert (row.finished_at - row.started_at).total_seconds() < 20
