@@ -252,7 +252,7 @@ def _text_phase_check(train: TrainConfig, callbacks: Sequence[object], started: 
         if any(stop() for stop in stops):
             raise TrainingCanceled(f"training canceled while computing text features ({done} of {total} texts)")
         if train.max_seconds is not None and time.perf_counter() - started >= train.max_seconds:
-            raise TimeBudgetExceeded(f"the time budget (max_seconds={train.max_seconds:g}) ran out computing the "
+            raise TimeBudgetExceeded(f"the time budget (max_seconds={train.max_seconds:.3g}) ran out computing the "
                                      f"text features of {classes} classes ({done} of {total} texts), before "
                                      "training started; use fewer classes or a larger budget")
     return check

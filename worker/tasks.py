@@ -13,8 +13,8 @@ Delivery semantics (at least once, so the task is idempotent):
   compare-and-set; an older attempt still running (a zombie whose heartbeat went stale, or
   whose process is gone) sees the mismatch at its next write and stops, and its result write
   is refused. A redelivery after the worker was SIGKILLed therefore retrains;
-- ``job_max_seconds`` bounds the attempt from its claim on: image decoding and the text
-  features count, and a budget spent before the first step fails the job saying so;
+- ``job_max_seconds`` bounds the attempt once the backbone is loaded: image decoding and the
+  text features count, and a budget spent before the first step fails the job saying so;
 - the checkpoint is written into a temporary directory and moved into place with
   ``os.replace``, so exactly one checkpoint exists;
 - after ``job_max_attempts`` claims the job is marked failed (poison-message guard).
@@ -179,20 +179,19 @@ def run_job(job_id: str) -> str:
         if job is None:
             return "skipped"
         settings = get_settings()
-        deadline = time.monotonic() + settings.job_max_seconds
         logger.info("job %s attempt %d: training on %d images of %d classes", job_id,
                     job.attempt, job.num_images, len(job.class_names))
         with JobHeartbeat(job_id, job.attempt, settings.progress_interval_s,
                           heartbeat_interval_s(settings)) as beat:
-            return _run_attempt(job, beat, deadline)
+            return _run_attempt(job, beat)
 
 
-def _run_attempt(job: Adaptation, beat: JobHeartbeat, deadline: float) -> str:
+def _run_attempt(job: Adaptation, beat: JobHeartbeat) -> str:
     """Train, publish and record one claimed attempt; every error ends in a terminal state."""
     from mmlop_core import MMLoPError, TrainingCanceled
 
     try:
-        adapter = _train(job, beat, deadline)
+        adapter = _train(job, beat)
         if beat.should_stop():
             raise TrainingCanceled("canceled or superseded after the last step")
         return _publish(job, adapter)
@@ -230,16 +229,22 @@ def _load_images(job: Adaptation) -> tuple[list[Any], list[int]]:
     return images, labels
 
 
-def _train(job: Adaptation, beat: JobHeartbeat, deadline: float) -> Any:
-    """Train the adapter within what is left of ``job_max_seconds`` (from the claim on)."""
+def _train(job: Adaptation, beat: JobHeartbeat) -> Any:
+    """Train the adapter within ``job_max_seconds``, counted once the backbone is ready.
+
+    Loading torch and the backbone (a cold worker's first job) is the worker's start-up, not
+    the job's work; decoding the images, the text features and the steps all count.
+    """
     from mmlop_core import AdapterConfig, TrainConfig, train_adapter
 
+    backbone = get_backbone()
+    deadline = time.monotonic() + get_settings().job_max_seconds
     images, labels = _load_images(job)
     train_dict = dict(job.train_config)
     left = max(deadline - time.monotonic(), 0.001)
     if not train_dict.get("max_seconds") or train_dict["max_seconds"] > left:
         train_dict["max_seconds"] = left
-    return train_adapter(get_backbone(), images, labels, job.class_names,
+    return train_adapter(backbone, images, labels, job.class_names,
                          config=AdapterConfig.from_dict(job.adapter_config),
                          train=TrainConfig.from_dict(train_dict), callbacks=[beat])
 
