@@ -18,6 +18,7 @@ import open_clip
 import torch
 
 from .errors import BackboneUnavailableError, ConfigError
+from .hub import reachable, weights_source
 from .shipped import shipped_tags, verified_path
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,13 @@ def _create(name: str, pretrained: str, cache_dir: str | None, seed: int) -> tup
             raise BackboneUnavailableError(
                 f"pretrained={pretrained!r} is neither a file nor an open_clip tag for {name} "
                 f"(tags: {', '.join(tags) or 'none'}); give a local checkpoint path or 'none'")
-        quick_gelu = bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
+        cfg = open_clip.get_pretrained_cfg(name, pretrained)
+        quick_gelu = bool(cfg.get("quick_gelu", False))
+        source = weights_source(cfg, cache_dir)
+        if source.cached is None and not reachable(source.host, source.port):  # fail fast: open_clip would retry for ~1 min
+            log.error("cannot fetch %s weights %r: %s is unreachable and they are not in the local cache",
+                      name, pretrained, source.host)
+            raise BackboneUnavailableError(_no_weights_message(name, pretrained, f"{source.host} is unreachable"))
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=quick_gelu)
@@ -135,14 +142,28 @@ def _create(name: str, pretrained: str, cache_dir: str | None, seed: int) -> tup
         if _is_file_source(pretrained):
             raise BackboneUnavailableError(
                 f"{pretrained!r} is not a readable {name} checkpoint ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'}); the file is corrupt, truncated, or "
-                f"holds another model's weights (e.g. mmlop-tiny's for {name}); use a checkpoint of {name}, "
-                f"or 'none' for a functional demo") from exc
-        raise BackboneUnavailableError(
-            f"could not load {name} weights {pretrained!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            f"download them on a machine with internet and pass the local file path, or use 'none' for a "
-            f"functional demo") from exc
+                f"{_first_sentence(str(exc))}); the file is corrupt, truncated, or holds another model's weights "
+                f"(e.g. mmlop-tiny's for {name}); use a checkpoint of {name}, or 'none' for a functional "
+                f"demo") from exc
+        log.error("loading %s weights %r failed: %s: %s", name, pretrained, type(exc).__name__, exc)
+        raise BackboneUnavailableError(_no_weights_message(name, pretrained, "the download failed")) from exc
     return model, preprocess
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    """The first line of ``text``, cut at a word boundary with an ellipsis when over ``limit``."""
+    line = text.splitlines()[0] if text else "no detail"
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _no_weights_message(name: str, pretrained: str, why: str) -> str:
+    """One complete message naming every setting that fixes missing weights (issue 12 D.15)."""
+    return (f"could not load {name} weights {pretrained!r}: {why} (details in the log). Fix: point "
+            f"MMLOP_PRETRAINED (CLI: --pretrained) at a local {name} checkpoint file, or use the offline tiny "
+            f"backbone shipped with the library (MMLOP_BACKBONE={TINY_MODEL} MMLOP_PRETRAINED=fmnist; CLI: "
+            f"--backbone {TINY_MODEL} --pretrained fmnist), or 'none' for random weights (a functional demo)")
 
 
 def load_backbone(name: str = "ViT-B-16", pretrained: str = "openai", device: str | torch.device = "cpu",

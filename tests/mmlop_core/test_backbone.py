@@ -65,3 +65,45 @@ def test_unknown_model_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(m.ConfigError, match="no CUDA device is available"):
             m.load_backbone(m.TINY_MODEL, "none", device="cuda")
+
+
+UNREACHABLE_HUB = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
+
+
+def test_an_unreachable_hub_fails_at_once_with_one_whole_message_naming_the_fixes(tmp_path):
+    """Issue 12 D.15: with the hub out of reach and nothing cached, loading a tag fails without
+    open_clip's minute of retries and duplicated warnings; the message is whole (it was cut
+    mid-word) and names MMLOP_PRETRAINED, --pretrained and the offline tiny backbone."""
+    import subprocess
+    import sys
+
+    code = ("import mmlop_core as m\n"
+            "try:\n"
+            f"    m.load_backbone('ViT-B-16', 'openai', cache_dir={str(tmp_path)!r})\n"
+            "except m.BackboneUnavailableError as e:\n"
+            "    print('MESSAGE', e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"HF_ENDPOINT": UNREACHABLE_HUB, "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"})
+    message = proc.stdout.split("MESSAGE ", 1)[1].strip()
+    assert "127.0.0.1 is unreachable" in message and message.endswith("(a functional demo)"), message
+    for fix in ("MMLOP_PRETRAINED", "--pretrained", "MMLOP_BACKBONE=mmlop-tiny MMLOP_PRETRAINED=fmnist"):
+        assert fix in message, message
+    assert "Retrying" not in proc.stderr and proc.stderr.count("unreachable") == 1, proc.stderr
+
+
+def test_weights_in_the_local_cache_are_found_without_the_network(tmp_path):
+    """A tag whose weights are cached loads offline: the hub layout (refs/main -> snapshot) and
+    open_clip's URL cache (basename under cache_dir) are both recognised."""
+    from mmlop_core.hub import weights_source
+
+    snap = tmp_path / "models--timm--vit_test.openai" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "open_clip_pytorch_model.bin").write_bytes(b"w")
+    (tmp_path / "models--timm--vit_test.openai" / "refs").mkdir()
+    (tmp_path / "models--timm--vit_test.openai" / "refs" / "main").write_text("abc123")
+    hub = weights_source({"hf_hub": "timm/vit_test.openai/"}, str(tmp_path))
+    assert hub.cached == str(snap / "open_clip_pytorch_model.bin") and hub.port == 443
+    assert weights_source({"hf_hub": "timm/other/"}, str(tmp_path)).cached is None
+    (tmp_path / "ViT-T.pt").write_bytes(b"w")
+    url = weights_source({"url": "http://example.org:8080/x/ViT-T.pt"}, str(tmp_path))
+    assert (url.host, url.port, url.cached) == ("example.org", 8080, str(tmp_path / "ViT-T.pt"))
