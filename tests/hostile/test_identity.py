@@ -4,7 +4,6 @@ keyed hashes and never logged."""
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 
@@ -60,19 +59,37 @@ def test_other_tenants_and_unknown_ids_are_the_same_404(hostile_stack, two_tenan
         assert c.get("/adaptations").json()["total"] == 0
 
 
+TIMING_PAIRS = 200
+TIMING_BOUND_S = 0.003  # the largest median difference the README's claim allows
+
+
 def test_no_timing_difference_between_other_tenants_and_random_ids(hostile_stack, two_tenants):
-    _, b_key, jobs = two_tenants
+    """An equivalence test, not a tolerance: 200 interleaved pairs (another tenant's id, a
+    random id; order alternating) give paired differences whose median's 99% bootstrap
+    interval must lie inside +-3 ms. Pairing cancels the drift of a shared CPU; the interval
+    (not a point estimate against a loose margin) is what bounds the difference. It would fail
+    for a lookup that did, e.g., 5 ms more work for ids that exist."""
+    import numpy as np
+
+    _, _, jobs = two_tenants
     other, random_id = jobs[0], str(uuid.uuid4())
-    times: dict[str, list[float]] = {other: [], random_id: []}
-    with hostile_stack.client(b_key) as c:
-        for _ in range(25):
-            for job_id in (other, random_id):
-                t0 = time.perf_counter()
-                assert c.get(f"/adaptations/{job_id}").status_code == 404
-                times[job_id].append(time.perf_counter() - t0)
-    a, b = statistics.median(times[other]), statistics.median(times[random_id])
-    # Same query either way (id AND tenant_id); allow scheduler noise on a shared CPU.
-    assert abs(a - b) < max(0.02, 0.5 * min(a, b)), (a, b)
+    diffs = []
+    for _ in range(TIMING_PAIRS // 100):  # a fresh asking tenant per 100 pairs keeps under its rate limit
+        _, key = make_tenant(hostile_stack.database_url)
+        with hostile_stack.client(key) as c:
+            for _ in range(10):  # warm-up: connection, caches, lazy imports
+                c.get(f"/adaptations/{other}")
+            for k in range(100):
+                t = {}
+                for job_id in ((other, random_id) if k % 2 else (random_id, other)):
+                    t0 = time.perf_counter()
+                    assert c.get(f"/adaptations/{job_id}").status_code == 404
+                    t[job_id] = time.perf_counter() - t0
+                diffs.append(t[other] - t[random_id])
+    d = np.asarray(diffs)
+    boot = np.median(np.random.default_rng(0).choice(d, size=(2000, d.size)), axis=1)
+    low, high = np.quantile(boot, [0.005, 0.995])
+    assert -TIMING_BOUND_S < low and high < TIMING_BOUND_S, (float(np.median(d)), float(low), float(high))
 
 
 def test_missing_malformed_revoked_and_other_keys(hostile_stack, two_tenants):
