@@ -45,7 +45,9 @@ def lscl_loss(logits: torch.Tensor, labels: torch.Tensor,
 
     Returns:
         :class:`LossTerms`; ``total`` is a scalar FloatTensor with grad. The L1 terms are means
-        over all elements; the KL term is KL(p0 || p_hat) averaged over the batch.
+        over all elements; the KL term is KL(p0 || p_hat) summed over the batch and divided by
+        B * C, as PromptSRC's trainer computes ``L_SCL_logits`` (``reduction='sum'`` then
+        ``/ logits.numel()``), i.e. the per-image KL averaged over images and divided by C.
     """
     ce = F.cross_entropy(logits.float(), labels)
     total = ce
@@ -58,7 +60,7 @@ def lscl_loss(logits: torch.Tensor, labels: torch.Tensor,
         total = total + lambda_image * image
     if lambda_kl:
         kl = F.kl_div(F.log_softmax(logits.float(), dim=-1), F.log_softmax(frozen_logits.float(), dim=-1),
-                      reduction="batchmean", log_target=True)
+                      reduction="sum", log_target=True) / logits.numel()
         total = total + lambda_kl * kl
     return LossTerms(total=total, ce=float(ce.detach()), text=float(text.detach()),
                      image=float(image.detach()), kl=float(kl.detach()))
