@@ -23,6 +23,7 @@ Delivery semantics (at least once, so the task is idempotent):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import socket
@@ -157,15 +158,23 @@ def _finish(job_id: str, attempt: int, **values: Any) -> bool:
 
 
 def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in (metrics or {}).items():
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            out[key] = value
-        elif hasattr(value, "item"):
-            out[key] = value.item()
-        else:
-            out[key] = str(value)
-    return out
+    """The trainer's metrics as strict JSON: nested dicts and lists kept (e.g. ``val_recall``
+    per class), tensors and numpy scalars as numbers, NaN/inf as null, anything else as text."""
+    return {str(k): _json_value(v) for k, v in (metrics or {}).items()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
 
 
 def run_job(job_id: str) -> str:
