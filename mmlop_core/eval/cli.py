@@ -7,6 +7,8 @@ List options take space- or comma-separated values: ``--seeds 1 2 3`` = ``--seed
 """
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -64,9 +66,12 @@ def _settings(data_root: Path, out: Path, backbone: str, pretrained: str, device
               precision: str, eval_batch_size: int, workers: int, quiet: bool, config: Optional[str],
               train_config: Optional[str]):
     from .runner import EvalSettings
+    bars = not quiet and sys.stderr.isatty()
+    if not quiet and not bars:  # a file or a pipe: one log line per finished cell, no carriage returns
+        logging.getLogger("mmlop_core.eval").setLevel(logging.INFO)
     return EvalSettings(data_root=data_root, out=out, backbone=backbone, pretrained=pretrained, device=device,
                         epochs=epochs, precision=precision, eval_batch_size=eval_batch_size, workers=workers,
-                        progress=not quiet, adapter_overrides=json_option(config, "config"),
+                        progress=bars, adapter_overrides=json_option(config, "config"),
                         train_overrides=json_option(train_config, "train-config"))
 
 
@@ -94,7 +99,7 @@ EPOCHS = typer.Option(None, "--epochs", min=0, help="training epochs (default: 2
 PRECISION = typer.Option("auto", "--precision", help="auto (bf16 on CUDA), bf16, fp16 or fp32")
 EVAL_BS = typer.Option(64, "--eval-batch-size", min=1, help="test images per forward")
 WORKERS = typer.Option(0, "--workers", min=0, help="processes decoding test images")
-QUIET = typer.Option(False, "--quiet", help="no progress bars")
+QUIET = typer.Option(False, "--quiet", help="no progress (bars on a terminal, one line per cell elsewhere)")
 CONFIG = typer.Option(None, "--config", help="adapter config overrides as JSON (applied to every preset)")
 TRAIN_CONFIG = typer.Option(None, "--train-config", help="extra train config fields as JSON, e.g. {\"lr\": 0.002}")
 SEEDS = typer.Option(["1", "2", "3"], "--seeds", help="seeds (space- or comma-separated)")

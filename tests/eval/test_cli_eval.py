@@ -149,3 +149,21 @@ def test_missing_dataset_files_give_one_line_errors(coop_root: Path, tmp_path: P
     assert "Traceback" not in res.output
     res = run("fewshot", "--data-root", str(tmp_path / "nowhere"), "--datasets", "dtd", "--seeds", "1", expect=2)
     assert "dataset folder" in res.output and "nowhere/dtd" in res.output
+
+
+def test_progress_written_to_a_file_is_one_line_per_cell(coop_root: Path, tmp_path: Path):
+    """Issue 12 D.17's kind, on ``mmlop eval``: with stderr in a file (not a terminal) and no
+    ``--quiet``, no tqdm carriage-return updates are written, and each finished cell logs one line."""
+    import subprocess
+    import sys
+
+    mmlop = Path(sys.executable).parent / "mmlop"
+    args = [str(mmlop), "eval", "base2novel", "--data-root", str(coop_root), "--datasets", "dtd", "--seeds", "1",
+            "--shots", "1", "--epochs", "1", "--out", str(tmp_path / "out"),
+            *[a for a in TINY if a != "--quiet"]]
+    with open(tmp_path / "eval.log", "w") as log:
+        proc = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, timeout=600)
+    text = (tmp_path / "eval.log").read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert "\r" not in text, text[:2000]
+    assert len([line for line in text.splitlines() if "base2novel dtd mmlop seed 1: base" in line]) == 1, text
