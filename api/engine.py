@@ -1,6 +1,6 @@
 """Inference engine of one API process: cross-tenant dynamic batching over one frozen backbone.
 
-MMLOP.md section 6: vision prompts are per-row tensors, so one batch may mix images of many
+docs/METHOD.md section 6: vision prompts are per-row tensors, so one batch may mix images of many
 adapters. Requests for any adapters put their preprocessed images (one row each) into one bounded
 queue; a single batcher task forms a batch of up to ``max_batch_images`` rows, waiting at most
 ``max_wait_ms`` after the oldest row arrived, runs one prompted vision forward with per-row prompts

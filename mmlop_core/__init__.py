@@ -1,7 +1,7 @@
 """mmlop_core: MMLoP few-shot adaptation of a frozen open_clip backbone.
 
 Deep multi-modal low-rank prompts (Oskouie et al., arXiv 2602.21397, 2026) on the IVLP scaffold,
-with the LSCL consistency loss and uniform drift correction; see ``shared/docs/MMLOP.md``.
+with the LSCL consistency loss and uniform drift correction; see ``docs/METHOD.md``.
 Pure library: torch + open_clip (+ safetensors, Pillow); no service imports.
 """
 from __future__ import annotations

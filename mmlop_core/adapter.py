@@ -14,7 +14,7 @@ from .prompts import LowRankPrompts
 
 @dataclass(eq=False)
 class Adapter:
-    """One tenant's MMLoP adapter (MMLOP.md section 6).
+    """One tenant's MMLoP adapter (docs/METHOD.md section 6).
 
     Attributes:
         config: the adapter's shape and regularisation.

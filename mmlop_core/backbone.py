@@ -1,7 +1,7 @@
 """Loading the frozen CLIP backbone through open_clip.
 
 The backbone is built with `open_clip.create_model_and_transforms` and never edited: prompted
-encoders reach its modules (MMLOP.md section 1; STYLE.md "Wrap, don't fork"). Sources of weights:
+encoders reach its modules (docs/METHOD.md section 1, "Wrap, don't fork"). Sources of weights:
 an open_clip pretrained tag (downloaded where the network allows), a local checkpoint file, or
 ``"none"`` (seeded random init for tests and offline demos).
 """

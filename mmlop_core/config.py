@@ -1,8 +1,8 @@
 """Configuration of an MMLoP adapter and of its training run.
 
-Every choice that MMLOP.md marks as our reconstruction ([recon]) is a field here, so that the
+Every choice that docs/METHOD.md marks as our reconstruction ([recon]) is a field here, so that the
 evaluation harness can settle it on real data. Presets name the baselines and ablations that
-share this one code path (MMLOP.md sections 2-5; issue "Reproduce the paper").
+share this one code path (docs/METHOD.md sections 2-5; issue "Reproduce the paper").
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .errors import ConfigError
 
 
 class ShareU(str, Enum):
-    """Which token-side factors U (n x r) are shared (MMLOP.md section 2, [recon])."""
+    """Which token-side factors U (n x r) are shared (docs/METHOD.md section 2, [recon])."""
 
     MODALITIES = "modalities"  # one U_l per layer, shared by text and vision (default)
     LAYERS = "layers"  # one U per modality, shared by all layers
@@ -24,7 +24,7 @@ class ShareU(str, Enum):
 
 
 class DriftMode(str, Enum):
-    """Where uniform drift correction applies (MMLOP.md section 4, [recon])."""
+    """Where uniform drift correction applies (docs/METHOD.md section 4, [recon])."""
 
     TEXT = "text"
     IMAGE = "image"
@@ -33,14 +33,25 @@ class DriftMode(str, Enum):
 
 
 class TextInit(str, Enum):
-    """How the layer-0 text prompt factors are initialised (MMLOP.md section 2)."""
+    """How the layer-0 text prompt factors are initialised (docs/METHOD.md section 2)."""
 
     NORMAL = "normal"  # random, prompt entries ~ N(0, init_std^2)
     WORDS = "words"  # rank-r SVD fit to the token embedding of `init_words`
 
 
+class KLReduction(str, Enum):
+    """How LSCL's logit term KL(softmax(z0) || softmax(z_hat)) is averaged (section 3, [recon]).
+
+    The spec's formula reads as the KL of each image averaged over the batch; PromptSRC's trainer
+    sums the elementwise KL and divides by B * C (``logits.numel()``), which is that value / C.
+    """
+
+    BATCHMEAN = "batchmean"  # mean over images of KL per image (the formula as written)
+    NUMEL = "numel"  # summed KL / (B * C), PromptSRC's code
+
+
 class Precision(str, Enum):
-    """Numeric precision of the training forward passes (MMLOP.md section 5)."""
+    """Numeric precision of the training forward passes (docs/METHOD.md section 5)."""
 
     AUTO = "auto"  # bf16 autocast on CUDA, fp32 on CPU
     FP32 = "fp32"
@@ -109,7 +120,7 @@ class AdapterConfig(_DictMixin):
 
     Defaults are the `mmlop` preset: depth J=9, n=4 tokens, rank r=1, U shared across
     modalities, i.e. 9*(4*1) + 9*1*(512+768) = 11,556 trainable parameters at ViT-B/16
-    (MMLOP.md section 2). ``rank=None`` learns each prompt matrix directly (IVLP, 46,080).
+    (docs/METHOD.md section 2). ``rank=None`` learns each prompt matrix directly (IVLP, 46,080).
 
     Raises:
         ConfigError: on any unknown preset, wrong type or out-of-range value.
@@ -127,6 +138,7 @@ class AdapterConfig(_DictMixin):
     lambda_text: float = 25.0  # LSCL weight of mean|t_hat - t0| (section 3)
     lambda_image: float = 10.0  # LSCL weight of mean|f_hat - f0|
     lambda_kl: float = 1.0  # LSCL weight of KL(softmax(z0) || softmax(z_hat))
+    kl_reduction: KLReduction = KLReduction.BATCHMEAN  # KL averaged per image, or PromptSRC's / (B*C)
     drift: DriftMode = DriftMode.TEXT  # uniform drift correction at inference (section 4)
     template: str = "a photo of a {}."  # dataset template; '{}' is replaced by the class name
     ensemble_templates: bool = True  # t0 averages the 60 ImageNet templates + `template`
@@ -143,6 +155,7 @@ class AdapterConfig(_DictMixin):
         self.share_u = _enum(ShareU, self.share_u, "share_u")  # type: ignore[assignment]
         self.text_init = _enum(TextInit, self.text_init, "text_init")  # type: ignore[assignment]
         self.drift = _enum(DriftMode, self.drift, "drift")  # type: ignore[assignment]
+        self.kl_reduction = _enum(KLReduction, self.kl_reduction, "kl_reduction")  # type: ignore[assignment]
         for name in ("init_std", "lambda_text", "lambda_image", "lambda_kl"):
             _check_type(name, getattr(self, name), (int, float))
             setattr(self, name, _as_float(name, getattr(self, name)))
@@ -214,7 +227,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class TrainConfig(_DictMixin):
-    """Optimisation settings of one training run (MMLOP.md section 5, from IVLP/PromptSRC).
+    """Optimisation settings of one training run (docs/METHOD.md section 5, from IVLP/PromptSRC).
 
     Raises:
         ConfigError: on any unknown field, wrong type or out-of-range value.

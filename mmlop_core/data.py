@@ -72,7 +72,7 @@ def load_class_folders(root: str | Path) -> tuple[list[Image.Image], list[int], 
 class BatchAugment:
     """Random-resized-crop + horizontal flip of the original images, then normalisation.
 
-    MMLOP.md section 5's 224 px random-resized-crop + flip, as the reference trainers (CoOp,
+    docs/METHOD.md section 5's 224 px random-resized-crop + flip, as the reference trainers (CoOp,
     IVLP/PromptSRC through Dassl) build it: torchvision's ``RandomResizedCrop(image_size,
     scale=(crop_scale_min, 1), ratio=(3/4, 4/3), interpolation=bicubic)`` then
     ``RandomHorizontalFlip()`` on each *original* PIL image, so a crop may hold content outside

@@ -1,6 +1,6 @@
 """Uniform drift correction (UDC).
 
-MMLOP.md section 4 ([paper] removes a global shift of the prompted features; [recon] formula):
+docs/METHOD.md section 4 ([paper] removes a global shift of the prompted features; [recon] formula):
 delta = mean over the scored classes of (t_hat_c - t0_c); corrected t_c = normalize(t_hat_c - delta).
 It needs no labels, so it applies to unseen (novel) class names as well. The image side uses a
 running mean of (f_hat - f0) over training images instead.

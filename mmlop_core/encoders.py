@@ -1,6 +1,6 @@
 """Prompted text and vision encoders on open_clip's own modules (IVLP scaffold).
 
-MMLOP.md section 1 ([recon] from the IVLP code of Khattak et al., ICCV 2023):
+docs/METHOD.md section 1 ([recon] from the IVLP code of Khattak et al., ICCV 2023):
 - text: positions 1..n (after the start token) of ``"X X X X {class}."`` are replaced by the
   layer-0 prompts before the positional embedding is added; at the input of blocks 1..J-1 the
   same positions are overwritten by that layer's prompts; pooling stays open_clip's.
@@ -26,7 +26,7 @@ def trim_context(tokens: torch.Tensor) -> torch.Tensor:
     """Cut token ids (N, 77) to the longest sequence in the batch: (N, L), L = max EOT index + 1.
 
     Exact under CLIP's causal mask: tokens after the end-of-text token never reach it
-    (MMLOP.md section 1 invariant; tested). Assumes open_clip's argmax pooling (EOT has the
+    (docs/METHOD.md section 1 invariant; tested). Assumes open_clip's argmax pooling (EOT has the
     highest id).
     """
     length = int(tokens.argmax(dim=-1).max().item()) + 1
@@ -94,7 +94,7 @@ def encode_image(model: nn.Module, images: torch.Tensor, prompts: torch.Tensor |
         images: FloatTensor (B, 3, H, W), CLIP-normalised.
         prompts: None (plain encoder, equals ``model.encode_image``), FloatTensor (J_v, n, d_v)
             shared by the batch, or (B, J_v, n, d_v) with one adapter's prompts per row (mixed
-            multi-adapter batches, MMLOP.md section 6). All rows must share J_v and n.
+            multi-adapter batches, docs/METHOD.md section 6). All rows must share J_v and n.
 
     Returns:
         FloatTensor (B, D).

@@ -93,7 +93,7 @@ def tokenize(backbone: Backbone, texts: list[str]) -> torch.Tensor:
 @torch.no_grad()
 def frozen_class_features(backbone: Backbone, class_names: list[str], templates: list[str],
                           between_chunks: Callable[[int, int, int], None] | None = None) -> torch.Tensor:
-    """t0: frozen text features averaged over `templates` (MMLOP.md section 3).
+    """t0: frozen text features averaged over `templates` (docs/METHOD.md section 3).
 
     Each template's features are L2-normalised, averaged over templates, and renormalised
     (CLIP's zero-shot ensembling). Computed once per job, not per step. Names pass through

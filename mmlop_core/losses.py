@@ -1,6 +1,6 @@
 """Self-regulating consistency loss (LSCL).
 
-MMLOP.md section 3 ([paper] feature- and logit-level consistency; [recon] the form, after
+docs/METHOD.md section 3 ([paper] feature- and logit-level consistency; [recon] the form, after
 PromptSRC's mutual-agreement loss, Khattak et al. ICCV 2023, eq. 3-5):
 
     L = CE(z_hat, y) + lambda_t * mean|t_hat - t0| + lambda_v * mean|f_hat - f0|
@@ -31,7 +31,8 @@ def lscl_loss(logits: torch.Tensor, labels: torch.Tensor,
               text_features: torch.Tensor, frozen_text_features: torch.Tensor,
               image_features: torch.Tensor, frozen_image_features: torch.Tensor,
               frozen_logits: torch.Tensor,
-              lambda_text: float, lambda_image: float, lambda_kl: float) -> LossTerms:
+              lambda_text: float, lambda_image: float, lambda_kl: float,
+              kl_reduction: str = "batchmean") -> LossTerms:
     """Cross-entropy plus the LSCL consistency terms.
 
     Args:
@@ -42,12 +43,14 @@ def lscl_loss(logits: torch.Tensor, labels: torch.Tensor,
         frozen_logits: z0, FloatTensor (B, C), frozen image vs frozen class features.
         lambda_text, lambda_image, lambda_kl: weights (defaults 25, 10, 1); a zero weight
             skips its term.
+        kl_reduction: ``"batchmean"`` (default) or ``"numel"`` (see Returns).
 
     Returns:
         :class:`LossTerms`; ``total`` is a scalar FloatTensor with grad. The L1 terms are means
-        over all elements; the KL term is KL(p0 || p_hat) summed over the batch and divided by
-        B * C, as PromptSRC's trainer computes ``L_SCL_logits`` (``reduction='sum'`` then
-        ``/ logits.numel()``), i.e. the per-image KL averaged over images and divided by C.
+        over all elements. The KL term with ``kl_reduction="batchmean"`` is KL(p0 || p_hat) of
+        each image averaged over the batch (the formula as written); with ``"numel"`` it is
+        summed over the batch and divided by B * C, as PromptSRC's trainer computes
+        ``L_SCL_logits`` (``reduction='sum'`` then ``/ logits.numel()``): the same value / C.
     """
     ce = F.cross_entropy(logits.float(), labels)
     total = ce
@@ -60,7 +63,8 @@ def lscl_loss(logits: torch.Tensor, labels: torch.Tensor,
         total = total + lambda_image * image
     if lambda_kl:
         kl = F.kl_div(F.log_softmax(logits.float(), dim=-1), F.log_softmax(frozen_logits.float(), dim=-1),
-                      reduction="sum", log_target=True) / logits.numel()
+                      reduction="sum", log_target=True)
+        kl = kl / (logits.numel() if str(getattr(kl_reduction, "value", kl_reduction)) == "numel" else logits.shape[0])
         total = total + lambda_kl * kl
     return LossTerms(total=total, ce=float(ce.detach()), text=float(text.detach()),
                      image=float(image.detach()), kl=float(kl.detach()))

@@ -1,6 +1,6 @@
 """Batched prediction for one adapter or a mix of many adapters in one vision forward.
 
-MMLOP.md section 6: an adapter's class features are fixed after training, so classifying costs
+docs/METHOD.md section 6: an adapter's class features are fixed after training, so classifying costs
 one prompted vision forward plus a (C x D) matmul. Vision prompts are per-row tensors, so a batch
 may mix adapters; each output row is scored against its own adapter's class features.
 """
@@ -198,7 +198,7 @@ class Predictor:
     def logits_served(self, served: Sequence[ServedClasses], pixels: torch.Tensor) -> list[torch.Tensor]:
         """logit_scale * cosine for each row against its own :class:`ServedClasses`.
 
-        MMLOP.md section 6: one prompted vision forward for the whole batch (rows grouped by
+        docs/METHOD.md section 6: one prompted vision forward for the whole batch (rows grouped by
         prompt shape), image-side UDC per row, then one (b x C) matmul per distinct class set.
 
         Args:

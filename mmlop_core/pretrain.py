@@ -14,7 +14,7 @@ is redrawn each step from that domain's templates (:data:`fmnist.DOMAIN_CAPTIONS
 class-specific synonym, or, at `label_rate`, a label word (a share `loose_rate` of them a
 neighbouring class's), or, at `generic_rate`, a word of its group (:mod:`mmlop_core.fmnist`), as
 web captions do. The text tower runs on token ids trimmed to the longest caption, exact under the
-causal mask (MMLOP.md section 1). The test split is never read here.
+causal mask (docs/METHOD.md section 1). The test split is never read here.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Low-rank deep prompts: the only trainable parameters of an adapter.
 
 For modality m in {text, vision} and layer l < J_m, the prompt matrix is
-P_l^m (n x d_m) = U_l^m (n x r) @ V_l^m (r x d_m)  (MMLOP.md section 2, [paper] low rank and a
+P_l^m (n x d_m) = U_l^m (n x r) @ V_l^m (r x d_m)  (docs/METHOD.md section 2, [paper] low rank and a
 shared factor; [recon] which factor is shared). With ``share_u='modalities'`` one U_l per layer
 serves both towers, so both prompts at a layer are projections of the same r-dimensional codes.
 ``rank=None`` learns P directly, which is exactly IVLP's deep prompts.
@@ -89,7 +89,7 @@ class LowRankPrompts(nn.Module):
     def fit_text_layer0(self, embedding: torch.Tensor) -> None:
         """Set the layer-0 text prompt to the best rank-r fit of `embedding` (n, d_t).
 
-        Implements MMLOP.md section 2's optional init: rank-r truncated SVD of the token
+        Implements docs/METHOD.md section 2's optional init: rank-r truncated SVD of the token
         embedding of the words "a photo of a"; U gets U_r sqrt(S_r), V gets sqrt(S_r) V_r^T.
         With a shared U the vision layer-0 prompt then uses the same codes.
 

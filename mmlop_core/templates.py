@@ -2,7 +2,7 @@
 
 `IMAGENET_TEMPLATES` is the 80-prompt list of the CLIP paper's ImageNet notebook trimmed to the
 60 that PromptSRC (Khattak et al., ICCV 2023, `configs/.../imagenet_templates`) uses for its
-frozen text-feature ensemble; MMLOP.md section 3 averages t0 over these plus the dataset template.
+frozen text-feature ensemble; docs/METHOD.md section 3 averages t0 over these plus the dataset template.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ IMAGENET_TEMPLATES: tuple[str, ...] = (
 
 
 def ensemble_templates(dataset_template: str, use_ensemble: bool) -> list[str]:
-    """Templates whose frozen text features are averaged into t0 (MMLOP.md section 3).
+    """Templates whose frozen text features are averaged into t0 (docs/METHOD.md section 3).
 
     Returns `[dataset_template]` alone when `use_ensemble` is False, else the 60 ImageNet
     templates plus the dataset template (without duplicates, order kept).

@@ -1,7 +1,7 @@
 """Generic few-shot training loop for an adapter.
 
 SGD with momentum and weight decay on the prompt factors only, a constant warm-up then a cosine
-schedule, random-resized-crop + flip, autocast on CUDA (MMLOP.md section 5, from IVLP/PromptSRC's
+schedule, random-resized-crop + flip, autocast on CUDA (docs/METHOD.md section 5, from IVLP/PromptSRC's
 trainers); loss = LSCL (section 3). Reports through callbacks (minGPT's trainer pattern): the
 Celery task's progress and cancel checks are one such callback.
 """
@@ -382,7 +382,7 @@ class _FitLoop:
         logits = self.logit_scale * f_hat @ t_hat.t()  # (B, C)
         frozen_logits = self.logit_scale * f0 @ self.frozen_text.t()
         terms = lscl_loss(logits, y, t_hat, self.frozen_text, f_hat, f0, frozen_logits,
-                          config.lambda_text, config.lambda_image, config.lambda_kl)
+                          config.lambda_text, config.lambda_image, config.lambda_kl, config.kl_reduction)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(terms.total).backward()

@@ -1,4 +1,4 @@
-"""Paper-reproduction evaluation harness (MMLOP.md section 7; CoOp/CoCoOp/PromptSRC protocol).
+"""Paper-reproduction evaluation harness (docs/METHOD.md section 7; CoOp/CoCoOp/PromptSRC protocol).
 
 - :mod:`.datasets`: readers of the 11 datasets in CoOp's layout and the ImageNet variants.
 - :mod:`.protocol`: base/novel split, per-seed few-shot sampling, HM and averages.

@@ -10,7 +10,7 @@ with ``val`` as the test split (``imagenet.py``); ImageNet-V2/-Sketch/-A/-R are 
 (``imagenetv2.py``, ``imagenet_sketch.py``, ``imagenet_a.py``, ``imagenet_r.py``).
 
 Class names have CoOp's underscores replaced by spaces (CoOp's ``PromptLearner`` does the
-same before tokenising). Templates are MMLOP.md section 7's. Pure Python + PIL: images are
+same before tokenising). Templates are docs/METHOD.md section 7's. Pure Python + PIL: images are
 opened only when needed (:func:`open_sample`), so a dataset object is a list of paths.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Dataset:
         key: registry key, e.g. ``"eurosat"``.
         title: CoOp's name, e.g. ``"EuroSAT"``.
         classnames: C names, index = label (underscores replaced by spaces).
-        template: dataset prompt template with one ``{}`` (MMLOP.md section 7).
+        template: dataset prompt template with one ``{}`` (docs/METHOD.md section 7).
         train / val / test: samples; test-only datasets have empty train and val.
         root: the dataset folder (``DATA_ROOT/<folder>``).
     """
@@ -74,7 +74,7 @@ class DatasetSpec:
     folder: str  # DATA_ROOT/<folder>
     image_dir: str  # images below the folder ("" = the folder itself)
     kind: str  # "split_json" | "aircraft" | "imagenet" | "imagenet_variant"
-    template: str = "a photo of a {}."  # MMLOP.md section 7
+    template: str = "a photo of a {}."  # docs/METHOD.md section 7
     split_file: str = ""  # split_zhou_<Name>.json for kind "split_json"
     numbered_folders: bool = False  # ImageNet-V2: class folders are named 0..999 in classnames.txt order
 

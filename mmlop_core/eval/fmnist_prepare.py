@@ -5,7 +5,7 @@ Writes, below OUT, one folder per dataset of :data:`~mmlop_core.eval.datasets.FM
 - ``fmnist/``: Fashion-MNIST's train and test photos as PNGs in ``images/{train,test}/<class>/``
   and ``split_zhou_FashionMNIST.json`` (CoOp's ``{"train"|"val"|"test": [[path, label,
   classname], ...]}``). Labels keep Fashion-MNIST's order, so base = the first 5 classes
-  (t-shirt, trouser, pullover, dress, coat) and novel = the last 5 (MMLOP.md section 7).
+  (t-shirt, trouser, pullover, dress, coat) and novel = the last 5 (docs/METHOD.md section 7).
 - ``fmnist-sketch``, ``fmnist-negative``, ``fmnist-blur``, ``fmnist-v2``: test-only targets made by
   fixed transforms of the **test** photos (:mod:`mmlop_core.fmnist`): edge-map sketches, photo
   negatives, Gaussian blur, and seeded re-framing (shift and scale), the small counterparts of

@@ -1,7 +1,7 @@
 """The evaluation protocol: base/novel class split, per-seed few-shot sampling, HM and averages.
 
 Follows CoOp/CoCoOp (``datasets/oxford_pets.py`` ``subsample_classes``, ``parse_test_res.py``)
-and PromptSRC's base-to-novel tables (MMLOP.md section 7):
+and PromptSRC's base-to-novel tables (docs/METHOD.md section 7):
 
 - base = the first ceil(C/2) labels in sorted order, novel = the rest; each half is relabelled
   0.. in that order and scored against its own class names only;

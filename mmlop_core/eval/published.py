@@ -1,4 +1,4 @@
-"""Published numbers placed beside ours in the reports (MMLOP.md section 7 and the abstract).
+"""Published numbers placed beside ours in the reports (docs/METHOD.md section 7 and the abstract).
 
 All at ViT-B/16, 16 shots (base-to-novel, domain generalisation) and mean of 3 seeds, averaged
 over the 11 datasets of :data:`~mmlop_core.eval.datasets.BASE_TO_NOVEL_DATASETS`.

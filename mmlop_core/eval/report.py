@@ -1,7 +1,7 @@
 """Markdown tables and JSON files of the evaluation results, beside the published numbers.
 
 Accuracies are in percent with two decimals; ``a ± s`` is the mean and population std over
-seeds. Published rows come from :mod:`mmlop_core.eval.published` (MMLOP.md section 7).
+seeds. Published rows come from :mod:`mmlop_core.eval.published` (docs/METHOD.md section 7).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def _meta_line(meta: dict[str, Any]) -> str:
 def base2novel_markdown(results: dict[str, dict], meta: dict[str, Any]) -> str:
     """Per-dataset table per preset, then the 11-dataset averages beside the published methods."""
     parts = [f"# Base-to-novel generalisation\n\n{_meta_line(meta)} Base = first ceil(C/2) classes, novel = the "
-             f"rest; HM = 2BN/(B+N) of the mean B and N (MMLOP.md section 7)."]
+             f"rest; HM = 2BN/(B+N) of the mean B and N (docs/METHOD.md section 7)."]
     datasets = meta["datasets"]
     for preset, res in results.items():
         rows = [[DISPLAY[d], _pm(r["base"], r["base_std"]), _pm(r["novel"], r["novel_std"]), _f(r["hm"])]
@@ -73,7 +73,7 @@ def base2novel_markdown(results: dict[str, dict], meta: dict[str, Any]) -> str:
                      f"**{_f(avg['hm'])}**"])
     parts.append("## Average over datasets vs published (ViT-B/16, 16 shots, 3 seeds)\n\n"
                  + _table(["Method", "Params", "Base", "Novel", "HM"], rows)
-                 + f"\n\nPublished: MMLOP.md section 7; MMLoP's abstract gives its HM only (and novel "
+                 + f"\n\nPublished: docs/METHOD.md section 7; MMLoP's abstract gives its HM only (and novel "
                    f"+{published.MMLOP_NOVEL_GAIN_OVER_IVLP} over IVLP)."
                  + _coverage_note(datasets, BASE_TO_NOVEL_DATASETS))
     return "\n\n".join(parts) + "\n"

@@ -1,5 +1,5 @@
 """The four evaluations of the paper on one code path: base-to-novel, all-class few-shot,
-domain generalisation (ImageNet -> V2/Sketch/A/R) and the ablation (MMLOP.md section 7).
+domain generalisation (ImageNet -> V2/Sketch/A/R) and the ablation (docs/METHOD.md section 7).
 
 Each (task, preset, dataset, shots, seed) cell trains one adapter with
 :func:`mmlop_core.train_adapter` and scores it with :class:`mmlop_core.Predictor` on the test
@@ -227,7 +227,7 @@ class Harness:
 
         Per cell: ``shots`` images per class drawn with the seed from the full train split,
         restricted to the base half; test on the base and novel halves of the test split, each
-        against its own class names (MMLOP.md section 7, CoCoOp protocol).
+        against its own class names (docs/METHOD.md section 7, CoCoOp protocol).
 
         Returns:
             preset -> :func:`~mmlop_core.eval.protocol.summarize_base2novel` output plus

@@ -1,4 +1,4 @@
-"""Adapter/train config validation and presets (MMLOP.md section 2)."""
+"""Adapter/train config validation and presets (docs/METHOD.md section 2)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""MMLOP.md section 1 invariants of the prompted encoders."""
+"""docs/METHOD.md section 1 invariants of the prompted encoders."""
 from __future__ import annotations
 
 import torch

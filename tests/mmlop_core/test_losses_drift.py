@@ -1,4 +1,4 @@
-"""LSCL (MMLOP.md section 3) and UDC (section 4) on hand-computed small tensors."""
+"""LSCL (docs/METHOD.md section 3) and UDC (section 4) on hand-computed small tensors."""
 from __future__ import annotations
 
 import math

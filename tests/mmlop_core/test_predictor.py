@@ -1,4 +1,4 @@
-"""Predictor: top-k, mixed-adapter batches, open vocabulary (MMLOP.md section 6)."""
+"""Predictor: top-k, mixed-adapter batches, open vocabulary (docs/METHOD.md section 6)."""
 from __future__ import annotations
 
 import pytest

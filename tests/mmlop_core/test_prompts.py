@@ -1,4 +1,4 @@
-"""Low-rank prompt factors (MMLOP.md section 2)."""
+"""Low-rank prompt factors (docs/METHOD.md section 2)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Trainer: determinism, callbacks, cancel, budgets, input errors (MMLOP.md section 5)."""
+"""Trainer: determinism, callbacks, cancel, budgets, input errors (docs/METHOD.md section 5)."""
 from __future__ import annotations
 
 import pytest
