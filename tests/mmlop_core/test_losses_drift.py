@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+import mmlop_core as m
 from mmlop_core.drift import correct_drift, mean_drift
 from mmlop_core.losses import lscl_loss
 
@@ -20,7 +22,7 @@ def test_lscl_terms_by_hand():
     text = (0.4 + 0.8 + 0 + 0) / 4
     image = (1 + 1) / 2
     p_hat = [math.exp(2) / (math.exp(2) + 1), 1 / (math.exp(2) + 1)]
-    kl = sum(0.5 * math.log(0.5 / q) for q in p_hat) / 2  # PromptSRC: sum over B x C entries / (B * C)
+    kl = sum(0.5 * math.log(0.5 / q) for q in p_hat)  # KL(p0 || p_hat) of the one image
     assert math.isclose(terms.ce, ce, rel_tol=1e-6)
     assert math.isclose(terms.text, text, rel_tol=1e-6)
     assert math.isclose(terms.image, image, rel_tol=1e-6)
@@ -60,17 +62,21 @@ def test_udc_changes_the_ranking_only_through_renormalisation():
     assert not torch.allclose((f @ correct_drift(t, delta).t()).softmax(-1), (f @ t.t()).softmax(-1), atol=1e-3)
 
 
-def test_kl_term_is_normalised_by_every_logit_as_promptsrc_does():
-    """PromptSRC's L_SCL_logits is ``kl_div(log_softmax(z_hat), log_softmax(z0), reduction='sum',
-    log_target=True) / z_hat.numel()``: the summed KL divided by B * C, not by B. With batchmean
-    it weighed C times more (5x on a 5-class base split, 500x on ImageNet's base half)."""
+def test_kl_term_per_image_by_default_or_per_logit_as_promptsrc_does():
+    """``batchmean`` (default): KL(p0 || p_hat) of each image, averaged over the batch.
+    ``numel``: PromptSRC's ``kl_div(log_softmax(z_hat), log_softmax(z0), reduction='sum',
+    log_target=True) / z_hat.numel()``, the same value divided by C."""
     torch.manual_seed(0)
     b, c = 3, 7
     z_hat, z0 = torch.randn(b, c) * 5, torch.randn(b, c) * 5
     p0 = z0.softmax(-1)
     per_row = (p0 * (p0.log() - z_hat.log_softmax(-1))).sum(-1)  # KL(p0 || p_hat) per image
     feats = torch.zeros(c, 2)
-    terms = lscl_loss(z_hat, torch.zeros(b, dtype=torch.long), feats, feats, torch.zeros(b, 2), torch.zeros(b, 2),
-                      z0, 0.0, 0.0, 1.0)
-    assert math.isclose(terms.kl, float(per_row.sum()) / (b * c), rel_tol=1e-5)
-    assert not math.isclose(terms.kl, float(per_row.mean()), rel_tol=1e-2)
+    args = (z_hat, torch.zeros(b, dtype=torch.long), feats, feats, torch.zeros(b, 2), torch.zeros(b, 2), z0,
+            0.0, 0.0, 1.0)
+    assert math.isclose(lscl_loss(*args).kl, float(per_row.mean()), rel_tol=1e-5)
+    assert math.isclose(lscl_loss(*args, kl_reduction="numel").kl, float(per_row.sum()) / (b * c), rel_tol=1e-5)
+    assert math.isclose(lscl_loss(*args, kl_reduction=m.AdapterConfig(kl_reduction="numel").kl_reduction).kl,
+                        float(per_row.sum()) / (b * c), rel_tol=1e-5)
+    with pytest.raises(m.ConfigError, match="kl_reduction='sum' is not valid"):
+        m.AdapterConfig(kl_reduction="sum")
