@@ -98,6 +98,37 @@ def _is_file_source(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
+def check_weights_source(name: str, pretrained: str) -> None:
+    """Refuse a weights source that cannot be ``name``'s, without loading anything.
+
+    Accepted: ``"none"``, a tag shipped with the library for ``name`` (``fmnist`` for
+    ``mmlop-tiny``), one of open_clip's pretrained tags for ``name``, or an existing file.
+
+    Raises:
+        ConfigError: ``name`` is not an open_clip model.
+        BackboneUnavailableError: a directory, a missing file, or a tag of another model.
+    """
+    if name not in open_clip.list_models():
+        raise ConfigError(f"backbone={name!r} is not an open_clip model name (e.g. 'ViT-B-16' or '{TINY_MODEL}')")
+    if pretrained == NO_WEIGHTS:
+        return
+    if _is_file_source(pretrained):
+        if os.path.isdir(pretrained):
+            raise BackboneUnavailableError(
+                f"backbone weights {pretrained!r} is a directory, not a weights file; point MMLOP_PRETRAINED/"
+                f"--pretrained at the checkpoint file inside it")
+        if not os.path.isfile(pretrained):
+            raise BackboneUnavailableError(
+                f"backbone weights file {pretrained!r} does not exist; point MMLOP_PRETRAINED/--pretrained at an "
+                f"open_clip checkpoint file for {name}, or use 'none' for a functional demo")
+        return
+    tags = open_clip.list_pretrained_tags_by_model(name) + shipped_tags(name)
+    if pretrained not in tags:
+        raise BackboneUnavailableError(
+            f"pretrained={pretrained!r} is neither a file nor an open_clip tag for {name} "
+            f"(tags: {', '.join(tags) or 'none'}); give a local checkpoint path or 'none'")
+
+
 def _create(name: str, pretrained: str, cache_dir: str | None, seed: int) -> tuple[torch.nn.Module, Any]:
     """open_clip model + validation transform for one weights source; typed errors."""
     if name not in open_clip.list_models():
@@ -113,21 +144,8 @@ def _create(name: str, pretrained: str, cache_dir: str | None, seed: int) -> tup
     if shipped is not None:
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(shipped))
         return model, preprocess
-    if _is_file_source(pretrained):
-        if os.path.isdir(pretrained):
-            raise BackboneUnavailableError(
-                f"backbone weights {pretrained!r} is a directory, not a weights file; point MMLOP_PRETRAINED/"
-                f"--pretrained at the checkpoint file inside it")
-        if not os.path.isfile(pretrained):
-            raise BackboneUnavailableError(
-                f"backbone weights file {pretrained!r} does not exist; point MMLOP_PRETRAINED/--pretrained at an "
-                f"open_clip checkpoint file for {name}, or use 'none' for a functional demo")
-    else:
-        tags = open_clip.list_pretrained_tags_by_model(name) + shipped_tags(name)
-        if pretrained not in tags:
-            raise BackboneUnavailableError(
-                f"pretrained={pretrained!r} is neither a file nor an open_clip tag for {name} "
-                f"(tags: {', '.join(tags) or 'none'}); give a local checkpoint path or 'none'")
+    check_weights_source(name, pretrained)
+    if not _is_file_source(pretrained):
         cfg = open_clip.get_pretrained_cfg(name, pretrained)
         quick_gelu = bool(cfg.get("quick_gelu", False))
         source = weights_source(cfg, cache_dir)

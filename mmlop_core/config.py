@@ -42,7 +42,7 @@ class TextInit(str, Enum):
 class KLReduction(str, Enum):
     """How LSCL's logit term KL(softmax(z0) || softmax(z_hat)) is averaged (section 3, [recon]).
 
-    The spec's formula reads as the KL of each image averaged over the batch; PromptSRC's trainer
+    The formula in docs/METHOD.md section 3 reads as the KL of each image averaged over the batch; PromptSRC's trainer
     sums the elementwise KL and divides by B * C (``logits.numel()``), which is that value / C.
     """
 

@@ -7,7 +7,7 @@ import open_clip
 import torch
 
 from .adapter import Adapter
-from .backbone import TINY_MODEL  # noqa: F401  (registers mmlop-tiny with open_clip)
+from .backbone import TINY_MODEL, check_weights_source  # noqa: F401  (TINY_MODEL: registers mmlop-tiny)
 from .checkpoint import adapter_files
 from .config import AdapterConfig
 from .errors import ConfigError
@@ -43,10 +43,13 @@ def adapter_info(backbone: str, pretrained: str, preset: str, classes: int = 10,
 
     Raises:
         ConfigError: unknown backbone or preset, invalid override, depth beyond the backbone.
+        BackboneUnavailableError: ``pretrained`` cannot be weights of ``backbone`` (e.g. the tiny
+            backbone's ``fmnist`` tag for ViT-B-16, or a missing file); nothing is loaded.
     """
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ConfigError(f"classes={classes!r} must be an integer >= 1")
     sizes = tower_sizes(backbone)
+    check_weights_source(backbone, pretrained)
     config = AdapterConfig.from_dict({"preset": preset, **(overrides or {})})
     prompts = LowRankPrompts(config, sizes["text_width"], sizes["vision_width"],
                              sizes["text_layers"], sizes["vision_layers"])

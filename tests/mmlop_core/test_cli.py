@@ -47,6 +47,9 @@ def test_info_prints_trainable_parameters_for_vit_b16(preset, expected):
     (["train", "/nonexistent", "--out", "/tmp/x"], "error: data directory '/nonexistent' does not exist"),
     (["classify", "/nonexistent", "x.png"], "error: adapter path '/nonexistent' does not exist"),
     (["info", "--classes", "0"], "error: classes="),
+    # the tiny backbone's shipped tag is not ViT-B-16's weights; info used to echo it back
+    (["info", "--backbone", "ViT-B-16", "--pretrained", "fmnist"], "neither a file nor an open_clip tag for ViT-B-16"),
+    (["info", "--pretrained", "/nonexistent/ViT-B-16.pt"], "does not exist"),
     (["train", "/nonexistent", "--out", "/tmp/x", "--shots", "0"], "error: shots=0 is out of range"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment):
