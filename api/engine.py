@@ -293,6 +293,8 @@ class InferenceEngine:
         self.predictor = Predictor(backbone, text_cache_size=0,
                                    autocast_dtype=torch.bfloat16 if self.bf16 else None)
         self.cache = AdapterCache(self._load, cache_bytes, max_adapters)
+        # zero-shot class lists are cached under this pseudo adapter (adapter ids are UUIDs)
+        self._zeroshot = ResidentAdapter("zeroshot:", None, None, 0)
         self._rows: deque[_Row] = deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -310,6 +312,34 @@ class InferenceEngine:
             served = self.predictor.serve(adapter)
         nbytes = sum(_nbytes(t) for t in adapter.prompts.parameters()) + served.nbytes
         return ResidentAdapter(adapter_id, adapter, served, nbytes)
+
+    async def classify_zeroshot(self, pixels: torch.Tensor, top_k: int, class_names: Sequence[str]) -> list[list[Any]]:
+        """Top-k predictions per image by zero-shot CLIP over ``class_names`` (no adapter).
+
+        The class features (frozen template ensemble, :meth:`mmlop_core.Predictor.zeroshot_steps`)
+        are computed in steps on the model thread and cached like open-vocabulary lists; the
+        images join the same batches as adapters' images (unprompted rows).
+
+        Raises:
+            ProblemError: 503 with ``Retry-After`` when the queue is full.
+            mmlop_core.DataError: bad class names.
+        """
+        self._ensure_started()
+        n = int(pixels.shape[0])
+        self._check_room(n)
+        names = [c.strip() for c in class_names]
+        key = tuple(sorted(names))
+        loop = asyncio.get_running_loop()
+
+        async def compute() -> Any:
+            steps = self.predictor.zeroshot_steps(list(key), texts_per_step=self.texts_per_step)
+            while True:
+                done, value = await loop.run_in_executor(self._model, _advance, steps)
+                if done:
+                    return value
+
+        served = (await self.cache.class_features(self._zeroshot, key, compute)).reordered(names)
+        return await self._enqueue(self._zeroshot, served, pixels, top_k)
 
     async def _open_vocabulary(self, resident: ResidentAdapter, names: list[str]) -> Any:
         """ServedClasses of ``resident`` for ``names`` (any order), from the cache or computed
@@ -392,7 +422,13 @@ class InferenceEngine:
             served = resident.served
         else:
             served = await self._open_vocabulary(resident, names)
-        self._check_room(n)  # the queue may have filled while the adapter loaded
+        return await self._enqueue(resident, served, pixels, top_k)
+
+    async def _enqueue(self, resident: ResidentAdapter, served: Any, pixels: torch.Tensor,
+                       top_k: int) -> list[list[Any]]:
+        """Queue one row per image for the batcher and wait for their predictions."""
+        n = int(pixels.shape[0])
+        self._check_room(n)  # the queue may have filled while the adapter or class features loaded
         loop = asyncio.get_running_loop()
         seq = next(self._seq)
         futures = []

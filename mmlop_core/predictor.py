@@ -21,8 +21,9 @@ from .backbone import Backbone
 from .config import DriftMode
 from .encoders import encode_image
 from .errors import BackboneMismatchError, ConfigError, DataError, NonFiniteOutputError
-from .features import check_class_names, run_steps, served_class_features_steps
+from .features import check_class_names, frozen_class_features, run_steps, served_class_features_steps
 from .images import to_rgb
+from .templates import ensemble_templates
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,45 @@ class Predictor:
         use_img_drift = adapter.config.drift in (DriftMode.IMAGE, DriftMode.BOTH) and adapter.image_drift is not None
         return ServedClasses(names, feats.float(), None if vp is None else vp.detach().to(dev),
                              adapter.image_drift.to(dev).float() if use_img_drift else None)
+
+    def zeroshot_steps(self, class_names: Sequence[str], template: str = "a photo of a {}.",
+                       texts_per_step: int = 256) -> Generator[None, None, ServedClasses]:
+        """Zero-shot CLIP as a :class:`ServedClasses`, in text-encoder steps (no adapter).
+
+        The class features are the frozen backbone's template ensemble (the 60 ImageNet
+        templates of the CLIP paper plus `template`; :func:`~mmlop_core.features.frozen_class_features`),
+        computed a few names per ``next()``; the generator's return value is the result.
+        No prompts and no drift: images are scored by the frozen encoders alone.
+
+        Raises:
+            DataError: as :meth:`serve` for bad class names.
+            ConfigError: `template` without exactly one ``{}``.
+        """
+        from .config import AdapterConfig
+
+        names = [n.strip() for n in class_names]
+        check_class_names(self.backbone, names)
+        templates = ensemble_templates(AdapterConfig(template=template).template, True)
+        step = max(1, texts_per_step // len(templates))
+        parts = []
+        for start in range(0, len(names), step):
+            with torch.no_grad():
+                parts.append(frozen_class_features(self.backbone, names[start:start + step], templates))
+            yield
+        return ServedClasses(names, torch.cat(parts).float(), None, None)
+
+    def zeroshot(self, images: Sequence[Image.Image], class_names: Sequence[str], top_k: int = 5,
+                 template: str = "a photo of a {}.") -> list[list[Prediction]]:
+        """Top-k labels per image by zero-shot CLIP over `class_names` (see :meth:`zeroshot_steps`).
+
+        Raises:
+            DataError: no images, bad `top_k` or bad class names.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise DataError(f"top_k={top_k!r} must be an integer >= 1")
+        served = run_steps(self.zeroshot_steps(class_names, template, texts_per_step=1024))
+        pixels = self.pixels(images)
+        return self.rank_served([served] * len(images), pixels, top_k)
 
     @torch.no_grad()
     def serve(self, adapter: Adapter, class_names: Sequence[str] | None = None) -> ServedClasses:

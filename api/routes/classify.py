@@ -14,12 +14,13 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.bounds import loads_bounded
+from api.checkpoints import adapter_dir
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
 from api.routes.adaptations import get_owned
 from api.schemas import ClassifyJSON, ClassifyPublic, ImageResult, PredictionPublic
 from api.uploads import check_class_names, decode_image, read_form, read_limited
-from service.jobs import JobStatus, checkpoint_prefix
+from service.jobs import JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,60 @@ def _check_open_vocabulary(class_names: Any, settings: Any) -> None:
     check_class_names(class_names, settings)
 
 
+def _check_images(images: list[tuple[str | None, bytes]], settings: Any) -> None:
+    if not images:
+        raise ProblemError(422, "no images; send at least one", kind="validation-error",
+                           field="images")
+    if len(images) > settings.classify_max_images:
+        raise ProblemError(413, f"{len(images)} images is more than the limit of "
+                           f"{settings.classify_max_images} per request", kind="too-large",
+                           field="images")
+
+
+def _pixels(images: list[tuple[str | None, bytes]], settings: Any, runtime: Any,
+            directory: Any = None) -> Any:
+    """Decode each image once, check it, and preprocess (run off the event loop):
+    FloatTensor (k, 3, H, W). With ``directory``, 409 when the checkpoint is missing."""
+    import torch
+
+    from mmlop_core.images import to_rgb
+
+    pil = [decode_image(data, f"images[{n}]" + (f" ({name})" if name else ""), settings)[1]
+           for n, (name, data) in enumerate(images)]
+    runtime.wait()
+    if directory is not None and not directory.is_dir():
+        raise ProblemError(409, "checkpoint is missing from the blob store",
+                           kind="adapter-not-ready", reason="missing")
+    preprocess = runtime.backbone.preprocess
+    return torch.stack([preprocess(to_rgb(im)) for im in pil])
+
+
+def _results(images: list[tuple[str | None, bytes]], predictions: list) -> list[ImageResult]:
+    return [ImageResult(index=n, filename=images[n][0],
+                        predictions=[PredictionPublic(label=p.label, score=float(p.score)) for p in preds])
+            for n, preds in enumerate(predictions)]
+
+
+@router.post("/zeroshot", response_model=ClassifyPublic, openapi_extra=_BODY,
+             summary="Classify images by zero-shot CLIP over class_names (no adapter)")
+async def classify_zeroshot(request: Request, tenant: TenantDep, settings: SettingsDep) -> ClassifyPublic:
+    """Top-k ``{label, score}`` per image against ``class_names`` (required, at least two) with
+    the frozen backbone and the template ensemble, before any upload. Same limits and name
+    checks as open-vocabulary classify; batched with adapters' images. ``adapter_id`` in the
+    answer is ``"zeroshot"``."""
+    images, top_k, class_names = await _read_request(request, settings)
+    _check_images(images, settings)
+    if class_names is None:
+        raise ProblemError(422, "class_names is required: the names to score, as a JSON list "
+                           "('[\"bag\", \"coat\"]') or one form field per name",
+                           kind="validation-error", field="class_names")
+    _check_open_vocabulary(class_names, settings)
+    runtime = request.app.state.runtime
+    pixels = await run_in_threadpool(_pixels, images, settings, runtime)
+    predictions = await runtime.engine.classify_zeroshot(pixels, min(top_k, len(class_names)), class_names)
+    return ClassifyPublic(adapter_id="zeroshot", class_names=class_names, results=_results(images, predictions))
+
+
 @router.post("/{adapter_id}", response_model=ClassifyPublic, openapi_extra=_BODY,
              summary="Classify images with a trained adapter")
 async def classify(adapter_id: str, request: Request, session: SessionDep, tenant: TenantDep,
@@ -148,43 +203,16 @@ async def classify(adapter_id: str, request: Request, session: SessionDep, tenan
         if job.status == JobStatus.failed.value and job.error:
             detail += f" (error: {job.error})"
         raise ProblemError(409, detail, kind="adapter-not-ready", reason=job.status)
-    tenant_id, trained_names = tenant.id, list(job.class_names)
+    tenant_id, trained_names, attempt = tenant.id, list(job.class_names), job.attempt
     session.close()  # do not hold a connection during inference
     images, top_k, class_names = await _read_request(request, settings)
-    if not images:
-        raise ProblemError(422, "no images; send at least one", kind="validation-error",
-                           field="images")
-    if len(images) > settings.classify_max_images:
-        raise ProblemError(413, f"{len(images)} images is more than the limit of "
-                           f"{settings.classify_max_images} per request", kind="too-large",
-                           field="images")
+    _check_images(images, settings)
     if class_names is not None:
         _check_open_vocabulary(class_names, settings)
     runtime = request.app.state.runtime
-    directory = blobs.path(checkpoint_prefix(tenant_id, adapter_id) + "/adapter")
-
-    def prepare() -> Any:
-        """Decode, check and preprocess off the event loop: FloatTensor (k, 3, H, W)."""
-        import torch
-
-        from mmlop_core.images import to_rgb
-
-        pil = [decode_image(data, f"images[{n}]" + (f" ({name})" if name else ""), settings)[1]
-               for n, (name, data) in enumerate(images)]
-        runtime.wait()
-        if not directory.is_dir():
-            raise ProblemError(409, "checkpoint is missing from the blob store",
-                               kind="adapter-not-ready", reason="missing")
-        preprocess = runtime.backbone.preprocess
-        return torch.stack([preprocess(to_rgb(im)) for im in pil])
-
-    pixels = await run_in_threadpool(prepare)
+    directory = await run_in_threadpool(adapter_dir, blobs, tenant_id, adapter_id, attempt)
+    pixels = await run_in_threadpool(_pixels, images, settings, runtime, directory)
     k = min(top_k, len(class_names or trained_names))
     predictions = await runtime.engine.classify(adapter_id, directory, pixels, k, class_names)
-    results = [
-        ImageResult(index=n, filename=images[n][0],
-                    predictions=[PredictionPublic(label=p.label, score=float(p.score)) for p in preds])
-        for n, preds in enumerate(predictions)
-    ]
     return ClassifyPublic(adapter_id=adapter_id, class_names=class_names or trained_names,
-                          results=results)
+                          results=_results(images, predictions))

@@ -95,6 +95,32 @@ def test_classify_json_and_open_vocabulary(pg_stack, trained):
             assert resp.status_code == 422 and resp.json()["field"] == "class_names", resp.text
 
 
+def test_zeroshot_before_any_upload(pg_stack, tenant_factory):
+    """``POST /classify/zeroshot`` scores photos against class names with the frozen backbone and
+    the template ensemble, for a tenant with no adaptation at all (issue 11, item 4); its names
+    pass the open-vocabulary checks."""
+    _, key = tenant_factory()
+    items = photos("test", 5)
+    names = sorted({label for label, _ in items})
+    files = [("images", (p.name, p.read_bytes(), "image/png")) for _, p in items]
+    with pg_stack.client(key) as c:
+        resp = c.post("/classify/zeroshot", files=files, data={"class_names": json.dumps(names), "top_k": "2"})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["adapter_id"] == "zeroshot" and body["class_names"] == names
+        assert all(len(r["predictions"]) == 2 for r in body["results"])
+        acc = sum(r["predictions"][0]["label"] == label for r, (label, _) in zip(body["results"], items)) / len(items)
+        assert acc >= 0.5, acc  # the shipped tiny backbone's zero-shot prior (chance 0.1)
+        png = items[0][1].read_bytes()
+        one = [("images", ("a.png", png, "image/png"))]
+        for data, status, field in (({}, 422, "class_names"), ({"class_names": '["bag", "Bag"]'}, 422, "class_names[1]"),
+                                    ({"class_names": json.dumps(["bag", "co\x00at"])}, 422, "class_names[1]")):
+            resp = c.post("/classify/zeroshot", files=one, data=data)
+            assert resp.status_code == status and resp.json()["field"] == field, resp.text
+    with pg_stack.client() as anonymous:
+        assert anonymous.post("/classify/zeroshot", files=one, data={"class_names": '["a", "b"]'}).status_code == 401
+
+
 def test_checkpoint_loads_offline(pg_stack, trained, tmp_path):
     from mmlop_core import load_adapter
 

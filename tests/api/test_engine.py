@@ -318,3 +318,25 @@ def test_a_classify_image_is_decoded_once_and_that_image_is_used():
         m.open_image = real
     assert suffix == ".png" and image.mode == "RGB" and image.size == (5, 3) and image.getpixel((0, 0)) == (200,) * 3
     assert len(calls) == 1
+
+
+def test_zeroshot_rows_equal_the_predictor_and_share_batches_with_adapters(backbone, stored):
+    """Issue 11 item 4: zero-shot rows (frozen encoders, template ensemble) run in the same engine
+    batches as adapters' rows and score as ``Predictor.zeroshot``."""
+    engine = InferenceEngine(backbone, max_batch_images=4, max_wait_ms=10_000, texts_per_step=64)
+    pil = images(2)
+    names = ["bag", "coat", "sneaker"]
+
+    async def go():
+        px = pixels(backbone, pil)
+        await engine.classify("a0", stored["a0"], px[:1], 1)  # warm: adapter loaded
+        out = await asyncio.gather(engine.classify_zeroshot(px, 3, names), engine.classify("a0", stored["a0"], px, 1))
+        await engine.stop()
+        return out[0]
+
+    got = asyncio.run(go())
+    want = m.Predictor(backbone).zeroshot(pil, names, top_k=3)
+    assert engine.stats.batches == 2  # the warm-up, then zero-shot and adapter rows together
+    for g, w in zip(got, want):
+        assert [p.label for p in g] == [p.label for p in w]
+        assert [p.score for p in g] == pytest.approx([p.score for p in w], abs=1e-5)
