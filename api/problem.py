@@ -169,6 +169,14 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
             request, 429 if transient else 409, str(exc), kind="quota-exceeded",
             reason=exc.quota, limit=exc.limit, used=exc.used,
             headers={"Retry-After": "30"} if transient else None)
+    from service.blobs import BlobStoreError
+
+    if isinstance(exc, BlobStoreError):
+        # The message names the bucket or endpoint: it goes to the log, the answer is fixed.
+        logger.warning("blob store unavailable on %s %s: %s", request.method, request.url.path,
+                       exc)
+        return problem_response(request, 503, "the blob store is unavailable; retry later",
+                                kind="blob-store-unavailable", headers={"Retry-After": "5"})
     if _is_database_outage(exc):
         logger.warning("database unavailable on %s %s: %s", request.method, request.url.path,
                        exc.__class__.__name__)
@@ -194,12 +202,13 @@ def install(app: FastAPI) -> None:
     """Register ``handle_error`` for every exception class the API can raise."""
     from sqlalchemy import exc as sa_exc
 
+    from service.blobs import BlobStoreError
     from service.quotas import QuotaExceeded
 
     # Specific classes are handled by Starlette's ExceptionMiddleware; only ``Exception`` goes to
     # ServerErrorMiddleware, which re-raises after answering (and so breaks the connection).
     classes: list[type[BaseException]] = [
-        ProblemError, RequestValidationError, StarletteHTTPException, QuotaExceeded,
+        ProblemError, RequestValidationError, StarletteHTTPException, QuotaExceeded, BlobStoreError,
         sa_exc.DBAPIError, sa_exc.TimeoutError,
     ]
     try:

@@ -1,8 +1,12 @@
-"""Durable blob store on a local (or mounted network) filesystem.
+"""Durable blob store: the filesystem backend here, the S3 one in ``service/blobs_s3.py``.
 
-Keys are relative POSIX paths such as ``tenants/<t>/adaptations/<id>/uploads/000001.png``.
+Keys are relative POSIX paths such as ``tenants/<t>/adaptations/<id>/uploads/000001.png``;
+``check_key`` rejects empty, absolute, ``..``/``.``/empty-part and ``.tmp/`` keys for every
+backend, so no key escapes the store (or the tenant folder it was built under).
 Every write goes to a temporary file in the same filesystem, is fsynced, then renamed into
 place (``os.replace``), so a reader never sees a partial blob and a crash leaves no half file.
+The backend is chosen by ``MMLOP_BLOB_URL`` (``file:///data/blobs`` or ``s3://bucket/prefix``;
+unset: ``file://`` + ``MMLOP_BLOB_ROOT``), see ``open_blob_store``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +29,31 @@ class BlobKeyError(ValueError):
 
 
 class BlobNotFound(FileNotFoundError):
-    """No blob under the key."""
+    """No blob under the key (``str(exc)`` is the key)."""
+
+
+class BlobStoreError(OSError):
+    """The blob store could not be reached or refused an operation (errno ``EIO``)."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One stored blob: its key, size in bytes and modification time (Unix seconds)."""
+
+    key: str
+    size: int
+    mtime: float
+
+
+def check_key(key: str) -> PurePosixPath:
+    """The key as a path; raises ``BlobKeyError`` for keys that could leave the store."""
+    if not key or key.startswith("/") or "\\" in key or \
+            any(p in ("..", "", ".") for p in key.split("/")):
+        raise BlobKeyError(f"invalid blob key {key!r}")
+    pure = PurePosixPath(key)
+    if pure.parts[0] == ".tmp":
+        raise BlobKeyError(f"invalid blob key {key!r}: .tmp is reserved")
+    return pure
 
 
 class BlobStore:
@@ -36,13 +67,7 @@ class BlobStore:
 
     def path(self, key: str) -> Path:
         """Absolute path of ``key``; raises ``BlobKeyError`` for keys outside the store."""
-        pure = PurePosixPath(key)
-        if not key or key.startswith("/") or "\\" in key or \
-                any(p in ("..", "", ".") for p in key.split("/")):
-            raise BlobKeyError(f"invalid blob key {key!r}")
-        if pure.parts[0] == ".tmp":
-            raise BlobKeyError(f"invalid blob key {key!r}: .tmp is reserved")
-        return self.root.joinpath(*pure.parts)
+        return self.root.joinpath(*check_key(key).parts)
 
     def put(self, key: str, data: bytes) -> int:
         """Store ``data`` under ``key`` atomically and durably; returns the byte count."""
@@ -60,6 +85,24 @@ class BlobStore:
             raise
         _fsync_dir(dest.parent)
         return len(data)
+
+    def put_stream(self, key: str, src: BinaryIO) -> int:
+        """Like ``put`` but copies ``src`` in 1 MiB chunks (never whole in memory); byte count."""
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                shutil.copyfileobj(src, fh, 1 << 20)
+                fh.flush()
+                os.fsync(fh.fileno())
+                size = fh.tell()
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(dest.parent)
+        return size
 
     def get(self, key: str) -> bytes:
         """Bytes stored under ``key``; raises ``BlobNotFound``."""
@@ -114,6 +157,48 @@ class BlobStore:
             raise BlobNotFound(key) from exc
 
 
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        """Every blob under the folder ``prefix`` (recursively, any order)."""
+        base = self.path(prefix)
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                rel = Path(full).relative_to(self.root).as_posix()
+                yield BlobInfo(rel, st.st_size, st.st_mtime)
+
+    def local_dir(self, prefix: str, names: Iterable[str], version: str) -> Path:
+        """A local directory holding the blobs ``prefix/<name>`` for each name, for reading.
+
+        Here it is the store's own folder (``version`` is unused: a folder is replaced whole);
+        raises ``BlobNotFound`` naming the first missing key.
+        """
+        folder = self.path(prefix)
+        for name in names:
+            if not (folder / name).is_file():
+                raise BlobNotFound(f"{prefix}/{name}")
+        return folder
+
+    def sweep_temp(self, older_than: float) -> list[str]:
+        """Remove temp files and folders last changed before ``older_than`` (Unix seconds)."""
+        removed = []
+        for entry in self._tmp.iterdir():
+            try:
+                if entry.stat().st_mtime >= older_than:
+                    continue
+            except FileNotFoundError:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(f".tmp/{entry.name}")
+        return removed
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -127,8 +212,33 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_S3_STORES: dict[tuple, object] = {}
+
+
+def open_blob_store(url: str, cache_dir: Path | None = None, cache_entries: int = 256):
+    """The store for ``file:///abs/path``, ``file://rel/path`` or ``s3://bucket[/prefix]``.
+
+    ``cache_dir``/``cache_entries`` bound the S3 backend's local read cache (``local_dir``).
+    S3 stores are kept per URL (one thread-safe client each). Raises ``BlobKeyError`` for
+    another scheme or a bucket-less S3 URL.
+    """
+    if url.startswith("file://"):
+        return BlobStore(url[len("file://"):] or ".")
+    if url.startswith("s3://"):
+        from service.blobs_s3 import S3BlobStore
+
+        cache = Path(cache_dir or "./var/blob-cache").resolve()
+        ident = (url, str(cache), cache_entries)
+        if ident not in _S3_STORES:
+            _S3_STORES[ident] = S3BlobStore(url, cache, cache_entries)
+        return _S3_STORES[ident]
+    raise BlobKeyError(f"blob URL {url!r}: expected file://<path> or s3://<bucket>/<prefix>")
+
+
 def get_blob_store() -> BlobStore:
-    """The blob store configured by ``MMLOP_BLOB_ROOT``."""
+    """The blob store configured by ``MMLOP_BLOB_URL`` (default ``file://`` + ``blob_root``)."""
     from service.settings import get_settings
 
-    return BlobStore(get_settings().blob_root)
+    settings = get_settings()
+    url = settings.blob_url or f"file://{settings.blob_root}"
+    return open_blob_store(url, settings.blob_cache_dir, settings.blob_cache_entries)

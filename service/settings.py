@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     task_queue: str = "mmlop"
     # Root folder of the blob store (uploads and checkpoints).
     blob_root: Path = Path("./var/blobs")
+    # Blob store URL: file:///data/blobs or s3://bucket/prefix (endpoint, region and credentials
+    # from the standard AWS_* variables, e.g. AWS_ENDPOINT_URL). None: file:// + blob_root.
+    blob_url: str | None = None
+    # S3 only: local folder where the API keeps checkpoints it read, one entry per adapter id
+    # and attempt (so a deleted or retrained adapter is never served stale) ...
+    blob_cache_dir: Path = Path("./var/blob-cache")
+    # ... and the most entries it holds (least recently used ones are removed first).
+    blob_cache_entries: int = Field(default=256, ge=1)
     # open_clip model name of the frozen backbone.
     backbone: str = "ViT-B-16"
     # open_clip pretrained tag, a local checkpoint path, or "none" (seeded random init).

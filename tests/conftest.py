@@ -97,3 +97,26 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["Stack"
         yield stack
     finally:
         stack.stop()
+
+
+# ---- S3 wire-protocol server (tests/service/test_service_blobs.py, S3 end-to-end) -------------
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Endpoint URL of a moto_server subprocess on 127.0.0.1 (real HTTP), stopped afterwards."""
+    from utils.s3 import start_moto_server, stop
+
+    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    proc, endpoint = start_moto_server(log=log)
+    yield endpoint
+    stop(proc)
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This process's standard AWS settings pointed at the test server; returns the endpoint."""
+    from utils.s3 import S3_ENV
+
+    for name, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    return s3_endpoint

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import sys
 import logging
-import shutil
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -149,49 +148,36 @@ def recover_stale_running(settings: Settings, now: datetime) -> list[str]:
     return requeued
 
 
+def _job_folders(blobs: BlobStore) -> dict[tuple[str, str], float]:
+    """{(tenant id, job id): newest blob mtime} of every ``tenants/<t>/adaptations/<id>``."""
+    folders: dict[tuple[str, str], float] = {}
+    for blob in blobs.list("tenants"):
+        parts = blob.key.split("/")
+        if len(parts) > 4 and parts[2] == "adaptations":
+            ident = (parts[1], parts[3])
+            folders[ident] = max(folders.get(ident, 0.0), blob.mtime)
+    return folders
+
+
 def sweep_orphans(settings: Settings, blobs: BlobStore, now: float | None = None) -> list[str]:
-    """Remove job folders without a live row and stale temp files; returns removed keys."""
+    """Remove job folders without a live row and stale temp files (filesystem) or multipart
+    uploads (S3); returns removed keys."""
     now = time.time() if now is None else now
     grace = settings.reconcile_grace_s
     removed: list[str] = []
-    tenants = blobs.root / "tenants"
-    folders: list[tuple[str, str, Path]] = []
-    if tenants.is_dir():
-        for tdir in tenants.iterdir():
-            adir = tdir / "adaptations"
-            if adir.is_dir():
-                folders.extend((tdir.name, j.name, j) for j in adir.iterdir())
+    folders = _job_folders(blobs)
     if folders:
         with session_scope() as session:
             live = {(t, i) for i, t in session.execute(select(Adaptation.id, Adaptation.tenant_id)
                                                        .where(Adaptation.deleted_at.is_(None)))}
-        for tenant_id, job_id, path in folders:
-            if (tenant_id, job_id) in live:
-                continue
-            try:
-                age = now - path.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if age < grace:
-                continue  # an upload still being stored: its row comes after the files
+        for (tenant_id, job_id), mtime in folders.items():
+            if (tenant_id, job_id) in live or now - mtime < grace:
+                continue  # live, or an upload still being stored: its row comes after the files
             key = f"tenants/{tenant_id}/adaptations/{job_id}"
             logger.warning("reconciler: removing %s (no live job row)", key)
             blobs.delete_prefix(key)
             removed.append(key)
-    tmp = blobs.root / ".tmp"
-    if tmp.is_dir():
-        for entry in tmp.iterdir():
-            try:
-                if now - entry.stat().st_mtime < grace:
-                    continue
-            except FileNotFoundError:
-                continue
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(f".tmp/{entry.name}")
-    return removed
+    return removed + blobs.sweep_temp(now - grace)
 
 
 def reconcile_once(settings: Settings | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from api.bounds import INT32_MAX
+from api.checkpoints import adapter_zip
 from api.config_form import check_template, parse_config
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import BACKBONE_UNAVAILABLE, ProblemError
@@ -24,7 +25,7 @@ from api.uploads import ImageItem, check_classes, check_image, read_archive, rea
 from service import queue, quotas
 from service.blobs import BlobStore
 from service.db import get_sessionmaker
-from service.jobs import JobStatus, checkpoint_prefix, job_prefix, upload_key
+from service.jobs import JobStatus, job_prefix, upload_key
 from service.models import Adaptation, Tenant, new_id, utcnow
 from service.settings import Settings
 
@@ -206,9 +207,19 @@ def _store_new(tenant_id: str, items: list[ImageItem], class_names: list[str],
             return existing, False
         except BaseException:
             session.rollback()
-            blobs.delete_prefix(job_prefix(tenant_id, job_id))
+            _discard(blobs, job_prefix(tenant_id, job_id))
             raise
     return job
+
+
+def _discard(blobs: BlobStore, prefix: str) -> None:
+    """Best-effort removal of a job's blobs (its row is gone or deleted): the reconciler
+    sweeps what stays when the store is unreachable."""
+    try:
+        blobs.delete_prefix(prefix)
+    except OSError:
+        logger.warning("could not remove %s now; the reconciler will", prefix,
+                       exc_info=True)
 
 
 def _enqueue(job: Adaptation) -> Adaptation:
@@ -347,7 +358,7 @@ def delete_adaptation(adaptation_id: str, request: Request, session: SessionDep,
     job.deleted_at = now
     job.idempotency_key = None
     session.commit()
-    blobs.delete_prefix(job_prefix(tenant.id, job.id))
+    _discard(blobs, job_prefix(tenant.id, job.id))
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is not None:
         runtime.invalidate(job.id)
@@ -364,9 +375,6 @@ def download_checkpoint(adaptation_id: str, session: SessionDep, tenant: TenantD
     if job.status != JobStatus.succeeded.value:
         raise ProblemError(409, f"adaptation is {job.status}; a checkpoint exists only once it "
                            "succeeded", kind="not-ready", reason=job.status)
-    path = blobs.path(checkpoint_prefix(tenant.id, job.id) + "/adapter.zip")
-    if not path.is_file():
-        raise ProblemError(409, "checkpoint is missing from the blob store", kind="not-ready",
-                           reason="missing")
+    path = adapter_zip(blobs, tenant.id, job.id, job.attempt)
     return FileResponse(path, media_type="application/zip",
                         filename=f"adapter-{job.id}.zip")

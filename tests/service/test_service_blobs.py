@@ -1,56 +1,197 @@
-"""Blob store: atomic durable writes, key validation, prefix deletion, directory publishing."""
+"""Blob store contract, run against both backends: the filesystem store and the S3 store on a
+real S3 wire-protocol server (moto_server on 127.0.0.1, see tests/conftest.py ``s3_endpoint``).
+
+Atomic writes, key validation, prefix listing and deletion, directory publishing, the local
+read cache."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from service.blobs import BlobKeyError, BlobNotFound, BlobStore
+from service.blobs import (BlobKeyError, BlobNotFound, BlobStore, BlobStoreError,
+                           open_blob_store)
+
+BAD_KEYS = ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", ".tmp/x", "a\\b", "a/"]
 
 
-def test_put_get_roundtrip(tmp_path):
-    store = BlobStore(tmp_path)
+@pytest.fixture(params=["file", "s3"])
+def store(request, tmp_path):
+    """One store per backend; the S3 one in a fresh bucket under a key prefix."""
+    if request.param == "file":
+        return BlobStore(tmp_path / "blobs")
+    request.getfixturevalue("s3_env")
+    from utils.s3 import create_bucket
+
+    bucket = create_bucket(request.getfixturevalue("s3_endpoint"))
+    return open_blob_store(f"s3://{bucket}/pre/fix", tmp_path / "cache", cache_entries=2)
+
+
+class _Failing(io.RawIOBase):
+    """A stream that yields ``n`` bytes and then fails, like a client that went away."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        if self.left <= 0:
+            raise ConnectionError("client went away")
+        k = min(len(buf), self.left)
+        buf[:k] = b"x" * k
+        self.left -= k
+        return k
+
+
+def test_put_get_roundtrip(store):
     assert store.put("t/a/uploads/000001.png", b"abc") == 3
     assert store.get("t/a/uploads/000001.png") == b"abc"
     assert store.size("t/a/uploads/000001.png") == 3
-    assert store.exists("t/a")
-    # overwrite replaces whole content, no temp files left behind
+    assert store.exists("t/a") and store.exists("t/a/uploads/000001.png")
+    assert not store.exists("t/b")
+    # overwrite replaces whole content
     store.put("t/a/uploads/000001.png", b"xy")
     assert store.get("t/a/uploads/000001.png") == b"xy"
+    assert [(b.key, b.size) for b in store.list("t")] == [("t/a/uploads/000001.png", 2)]
+
+
+def test_no_temp_files_left_behind(tmp_path):
+    store = BlobStore(tmp_path)
+    store.put("t/a/1", b"abc")
+    store.put_stream("t/a/2", io.BytesIO(b"abc"))
     assert list((tmp_path / ".tmp").iterdir()) == []
 
 
-@pytest.mark.parametrize("key", ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b",
-                                 ".tmp/x", "a\\b"])
-def test_rejects_bad_keys(tmp_path, key):
-    store = BlobStore(tmp_path)
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_rejects_bad_keys(store, key):
     with pytest.raises(BlobKeyError):
         store.put(key, b"x")
+    with pytest.raises(BlobKeyError):
+        store.get(key)
+    with pytest.raises(BlobKeyError):
+        store.delete_prefix(key)
+    with pytest.raises(BlobKeyError):
+        list(store.list(key))
+    with pytest.raises(BlobKeyError):
+        store.local_dir(key, ["x"], "0")
 
 
-def test_missing_blob(tmp_path):
+def test_missing_blob(store):
     with pytest.raises(BlobNotFound):
-        BlobStore(tmp_path).get("nope/x")
+        store.get("nope/x")
+    with pytest.raises(BlobNotFound):
+        store.size("nope/x")
+    assert list(store.list("nope")) == []
 
 
-def test_delete_prefix(tmp_path):
-    store = BlobStore(tmp_path)
+def test_delete_prefix(store):
     store.put("t/a/1", b"1")
     store.put("t/a/sub/2", b"2")
     store.put("t/b/1", b"3")
+    store.put("t/ab/1", b"4")  # shares the string prefix "t/a" but is another folder
     store.delete_prefix("t/a")
     assert not store.exists("t/a")
-    assert store.get("t/b/1") == b"3"
+    assert store.get("t/b/1") == b"3" and store.get("t/ab/1") == b"4"
     store.delete_prefix("t/a")  # idempotent
+    store.delete_prefix("t/b/1")  # a single blob
+    assert not store.exists("t/b/1")
 
 
-def test_publish_dir_replaces_atomically(tmp_path):
-    store = BlobStore(tmp_path)
+def test_list_is_recursive_and_bounded_to_the_folder(store):
+    store.put("t/a/1", b"1")
+    store.put("t/a/sub/2", b"22")
+    store.put("t/ab/3", b"333")
+    assert sorted((b.key, b.size) for b in store.list("t/a")) == [("t/a/1", 1), ("t/a/sub/2", 2)]
+    assert all(b.mtime > 0 for b in store.list("t"))
+
+
+def test_publish_dir_replaces(store):
     first = store.temp_dir()
     (first / "old.txt").write_text("old")
+    (first / "both.txt").write_text("1")
     store.publish_dir(first, "t/a/checkpoint")
     second = store.temp_dir()
     (second / "new.txt").write_text("new")
+    (second / "sub").mkdir()
+    (second / "sub" / "both.txt").write_text("2")
     store.publish_dir(second, "t/a/checkpoint")
-    target = store.path("t/a/checkpoint")
-    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(b.key for b in store.list("t/a/checkpoint")) == [
+        "t/a/checkpoint/new.txt", "t/a/checkpoint/sub/both.txt"]
+    assert store.get("t/a/checkpoint/sub/both.txt") == b"2"
     assert not first.exists() and not second.exists()
+
+
+def test_big_stream_roundtrip(store):
+    data = bytes(range(256)) * (9 * 4096 + 7)  # > 8 MiB: a multipart upload on S3
+    assert store.put_stream("t/big.zip", io.BytesIO(data)) == len(data)
+    assert store.get("t/big.zip") == data
+
+
+def test_failed_upload_leaves_nothing(store):
+    with pytest.raises(Exception):
+        store.put_stream("t/half.bin", io.BufferedReader(_Failing(9 * 1024 * 1024)))
+    assert not store.exists("t/half.bin")
+    with pytest.raises(Exception):
+        store.put_stream("t/small.bin", io.BufferedReader(_Failing(1000)))
+    assert not store.exists("t/small.bin")
+
+
+def test_local_dir_reads_named_files(store):
+    store.put("t/a/ckpt/x.json", b"{}")
+    store.put("t/a/ckpt/w.bin", b"w")
+    folder = store.local_dir("t/a/ckpt", ["x.json", "w.bin"], "1")
+    assert (folder / "x.json").read_bytes() == b"{}" and (folder / "w.bin").read_bytes() == b"w"
+    with pytest.raises(BlobNotFound, match="t/a/ckpt/missing.bin"):
+        store.local_dir("t/a/ckpt", ["x.json", "missing.bin"], "2")
+
+
+def test_s3_cache_is_keyed_by_version_and_bounded(store):
+    if isinstance(store, BlobStore):
+        pytest.skip("the filesystem store reads in place")
+    store.put("t/a/ckpt/w.bin", b"v1")
+    assert (store.local_dir("t/a/ckpt", ["w.bin"], "1") / "w.bin").read_bytes() == b"v1"
+    store.put("t/a/ckpt/w.bin", b"v2")  # retrained: a new attempt, a new entry
+    assert (store.local_dir("t/a/ckpt", ["w.bin"], "2") / "w.bin").read_bytes() == b"v2"
+    store.put("t/b/ckpt/w.bin", b"b")
+    store.local_dir("t/b/ckpt", ["w.bin"], "1")
+    entries = [p for p in store.cache_dir.iterdir() if not p.name.startswith(".tmp-")]
+    assert len(entries) == 2  # cache_entries=2: the least recently used went
+    assert not [p for p in store.cache_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_s3_keys_stay_under_the_prefix(store, s3_endpoint):
+    if isinstance(store, BlobStore):
+        pytest.skip("S3 only")
+    import boto3
+
+    store.put("t/a/1", b"1")
+    raw = boto3.client("s3", endpoint_url=s3_endpoint)
+    keys = [o["Key"] for o in raw.list_objects_v2(Bucket=store.bucket)["Contents"]]
+    assert keys == ["pre/fix/t/a/1"]
+
+
+def test_s3_store_down_is_a_blob_store_error(s3_env, monkeypatch, tmp_path):
+    from service.blobs_s3 import S3BlobStore
+    from utils.s3 import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    store = S3BlobStore("s3://nobucket/p", tmp_path / "cache")
+    with pytest.raises(BlobStoreError) as info:
+        store.put("t/a/1", b"x")
+    assert isinstance(info.value, OSError)
+    with pytest.raises(BlobStoreError):
+        store.local_dir("t/a", ["1"], "0")
+
+
+@pytest.mark.parametrize("url", ["http://x/y", "s3://", "ftp://a"])
+def test_open_blob_store_rejects_bad_urls(url):
+    with pytest.raises(BlobKeyError):
+        open_blob_store(url)
+
+
+def test_open_blob_store_file_url(tmp_path):
+    store = open_blob_store(f"file://{tmp_path}/b")
+    assert isinstance(store, BlobStore) and store.root == (tmp_path / "b").resolve()

@@ -1,0 +1,42 @@
+"""Local paths of a succeeded adaptation's checkpoint, read through the blob store.
+
+The filesystem store answers its own folder; the S3 store downloads into its bounded local
+cache, keyed by the checkpoint's prefix and the job's ``attempt``, so a deleted or retrained
+adapter is never served from a stale entry (a deleted one answers 404 before this is reached).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from api.problem import ProblemError
+from service.blobs import BlobNotFound
+from service.jobs import checkpoint_prefix
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # mmlop_core.checkpoint
+
+
+def _local(blobs, tenant_id: str, job_id: str, attempt: int, sub: str, kind: str,
+           names: tuple[str, ...]) -> Path:
+    prefix = checkpoint_prefix(tenant_id, job_id)
+    try:
+        return blobs.local_dir(prefix + sub, names, str(attempt))
+    except BlobNotFound as exc:
+        name = str(exc)[len(prefix) + 1:] if str(exc).startswith(prefix + "/") else str(exc)
+        raise ProblemError(409, f"checkpoint object {name} of adaptation {job_id} is missing "
+                           "from the blob store", kind=kind, reason="missing",
+                           field=name) from exc
+
+
+def adapter_dir(blobs, tenant_id: str, job_id: str, attempt: int) -> Path:
+    """Local ``adapter/`` folder of the job's checkpoint (blocking: call off the event loop).
+
+    Raises ``ProblemError`` 409 naming the missing object (e.g. ``adapter/adapter_model.safetensors``),
+    ``BlobStoreError`` (503) when the store is unreachable.
+    """
+    return _local(blobs, tenant_id, job_id, attempt, "/adapter", "adapter-not-ready", ADAPTER_FILES)
+
+
+def adapter_zip(blobs, tenant_id: str, job_id: str, attempt: int) -> Path:
+    """Local path of the job's ``adapter.zip`` (same errors as ``adapter_dir``)."""
+    return _local(blobs, tenant_id, job_id, attempt, "", "not-ready", ("adapter.zip",)) / "adapter.zip"

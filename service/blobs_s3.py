@@ -1,0 +1,235 @@
+"""S3-compatible blob store (AWS S3, MinIO, ...) with the filesystem store's interface.
+
+``s3://bucket/prefix``: every key is stored as ``prefix/<key>`` after ``check_key``, so no key
+leaves the prefix. Endpoint, region and credentials come from the standard AWS settings
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ...).
+
+Guarantees: an S3 PUT (single or multipart, completed) is atomic, so a reader sees a whole
+object or none; a failed multipart upload is aborted by the transfer manager and stale ones by
+``sweep_temp``. Uploads stream from a file object in 8 MiB parts (multipart above 8 MiB).
+``publish_dir`` uploads every file, then removes keys of the old version that the new one lacks;
+a checkpoint is read only after its job row says succeeded, which is written after publishing.
+``local_dir`` downloads into a bounded local cache whose entries are keyed by prefix + version
+(the job's attempt), written to a temp folder and renamed, so readers never see half entries.
+Every client or server failure is raised as ``BlobStoreError`` (an ``OSError``, errno EIO);
+a missing object as ``BlobNotFound``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from io import BytesIO
+from pathlib import Path
+from typing import BinaryIO
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from service.blobs import BlobInfo, BlobKeyError, BlobNotFound, BlobStoreError, check_key
+
+logger = logging.getLogger(__name__)
+
+_PART = 8 * 1024 * 1024
+_TRANSFER = TransferConfig(multipart_threshold=_PART, multipart_chunksize=_PART,
+                           max_concurrency=4)
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+@contextmanager
+def _translate(key: str) -> Iterator[None]:
+    """Map botocore errors to ``BlobNotFound`` (missing ``key``) or ``BlobStoreError``."""
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _MISSING:
+            raise BlobNotFound(key) from exc
+        raise BlobStoreError(errno.EIO, f"object store error {code or 'unknown'} on {key}") from exc
+    except BotoCoreError as exc:
+        raise BlobStoreError(errno.EIO, f"object store unreachable: {exc}") from exc
+
+
+class _Counting:
+    """A read-only view of a stream that counts bytes read (and never closes the stream)."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self.src, self.n = src, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.src.read(size)
+        self.n += len(data)
+        return data
+
+
+class S3BlobStore:
+    """Blob store on the bucket and key prefix of ``url`` (``s3://bucket[/prefix]``)."""
+
+    def __init__(self, url: str, cache_dir: Path, cache_entries: int = 256) -> None:
+        rest = url[len("s3://"):]
+        self.bucket, _, prefix = rest.partition("/")
+        if not self.bucket:
+            raise BlobKeyError(f"blob URL {url!r} names no bucket")
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.client = boto3.client("s3", region_name=region, config=Config(
+            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60))
+        self.cache_dir = cache_dir
+        self.cache_entries = cache_entries
+
+    def _k(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    def put(self, key: str, data: bytes) -> int:
+        """Store ``data`` under ``key`` (one atomic object); returns the byte count."""
+        return self.put_stream(key, BytesIO(data))
+
+    def put_stream(self, key: str, src: BinaryIO) -> int:
+        """Stream ``src`` to ``key`` in 8 MiB parts (multipart above 8 MiB); byte count."""
+        full = self._k(key)
+        counted = _Counting(src)
+        with _translate(key):
+            self.client.upload_fileobj(counted, self.bucket, full, Config=_TRANSFER)
+        return counted.n
+
+    def get(self, key: str) -> bytes:
+        """Bytes stored under ``key``; raises ``BlobNotFound``."""
+        with _translate(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
+
+    def size(self, key: str) -> int:
+        """Bytes of the blob under ``key``; raises ``BlobNotFound``."""
+        with _translate(key):
+            return int(self.client.head_object(Bucket=self.bucket, Key=self._k(key))["ContentLength"])
+
+    def exists(self, key: str) -> bool:
+        """True if a blob or a folder of blobs exists under ``key``."""
+        try:
+            self.size(key)
+            return True
+        except BlobNotFound:
+            return next(self.list(key), None) is not None
+
+    def list(self, prefix: str) -> Iterator[BlobInfo]:
+        """Every blob under the folder ``prefix`` (recursively)."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._k(prefix) + "/")
+        with _translate(prefix):
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield BlobInfo(self._rel(obj["Key"]), int(obj["Size"]),
+                                   obj["LastModified"].timestamp())
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove the blob ``prefix`` and every blob under it (no error if there is none)."""
+        keys = [self._k(prefix)] + [self._k(b.key) for b in self.list(prefix)]
+        self._delete_keys(keys, prefix)
+
+    def _delete_keys(self, keys: list[str], what: str) -> None:
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i:i + 1000]]
+            with _translate(what):
+                out = self.client.delete_objects(Bucket=self.bucket,
+                                                 Delete={"Objects": batch, "Quiet": True})
+            if out.get("Errors"):
+                raise BlobStoreError(errno.EIO, f"object store refused to delete under {what}")
+
+    def temp_dir(self) -> Path:
+        """A fresh empty local directory, for ``publish_dir``."""
+        return Path(tempfile.mkdtemp(prefix="mmlop-publish-"))
+
+    def publish_dir(self, src: Path, prefix: str) -> None:
+        """Upload the local directory ``src`` to ``prefix``, replacing what was there; removes src.
+
+        Each object is replaced atomically; keys of the old version absent from ``src`` are
+        deleted afterwards, so exactly the new files remain under ``prefix``.
+        """
+        old = {b.key for b in self.list(prefix)}
+        new = set()
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            key = f"{prefix}/{path.relative_to(src).as_posix()}"
+            with _translate(key):
+                self.client.upload_file(str(path), self.bucket, self._k(key), Config=_TRANSFER)
+            new.add(key)
+        self._delete_keys([self._k(k) for k in sorted(old - new)], prefix)
+        shutil.rmtree(src, ignore_errors=True)
+
+    def local_dir(self, prefix: str, names: Iterable[str], version: str) -> Path:
+        """A local cache directory holding ``prefix/<name>`` for each name, downloaded once.
+
+        The entry is keyed by ``prefix`` and ``version`` (pass the job's attempt, so a
+        retrained adapter gets a fresh entry); raises ``BlobNotFound`` naming the first missing
+        key, ``BlobStoreError`` if the store is unreachable. Entries beyond ``cache_entries``
+        are removed, least recently used first.
+        """
+        check_key(prefix)
+        digest = hashlib.sha256(f"{self.bucket}/{self._k(prefix)}".encode()).hexdigest()[:24]
+        entry = self.cache_dir / f"{digest}-{version}"
+        if entry.is_dir():
+            os.utime(entry)
+            return entry
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".tmp-"))
+        try:
+            for name in names:
+                key = f"{prefix}/{name}"
+                with _translate(key):
+                    self.client.download_file(self.bucket, self._k(key), str(tmp / name),
+                                              Config=_TRANSFER)
+            try:
+                os.replace(tmp, entry)
+            except OSError:  # a concurrent reader put the same entry in place first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._prune()
+        return entry
+
+    def _prune(self) -> None:
+        entries = []
+        for p in self.cache_dir.iterdir():
+            if p.name.startswith(".tmp-"):
+                continue
+            try:
+                entries.append((p.stat().st_mtime, p))
+            except FileNotFoundError:
+                continue
+        entries.sort()
+        for _mtime, p in entries[:max(0, len(entries) - self.cache_entries)]:
+            trash = self.cache_dir / f".tmp-trash-{uuid.uuid4().hex}"
+            try:
+                os.replace(p, trash)
+            except OSError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def sweep_temp(self, older_than: float) -> list[str]:
+        """Abort multipart uploads under the prefix begun before ``older_than`` (Unix seconds)."""
+        removed = []
+        cutoff = datetime.fromtimestamp(older_than, tz=timezone.utc)
+        with _translate(".tmp"):
+            out = self.client.list_multipart_uploads(
+                Bucket=self.bucket, Prefix=(self.prefix + "/") if self.prefix else "")
+            for up in out.get("Uploads", []):
+                if up["Initiated"] < cutoff:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"],
+                                                       UploadId=up["UploadId"])
+                    removed.append(f"multipart:{self._rel(up['Key'])}")
+        return removed
+

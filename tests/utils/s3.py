@@ -1,0 +1,182 @@
+"""A real S3 wire-protocol server for tests: moto's standalone server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+          "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def moto_server_command(port: int) -> list[str]:
+    """argv of ``moto_server`` (next to this interpreter, else on PATH) on 127.0.0.1:port."""
+    exe = Path(sys.executable).with_name("moto_server")
+    exe = str(exe) if exe.exists() else shutil.which("moto_server")
+    if exe is None:
+        raise RuntimeError("moto_server not found; pip install -e '.[dev]' (moto[server])")
+    return [exe, "-H", "127.0.0.1", "-p", str(port)]
+
+
+def start_moto_server(port: int | None = None, log: Path | None = None
+                      ) -> tuple[subprocess.Popen, str]:
+    """Start moto_server and wait until it answers; returns (process, endpoint URL)."""
+    port = port or free_port()
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(moto_server_command(port), stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, **S3_ENV})
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
+            return proc, endpoint
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("moto_server did not answer within 60 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a server process started here and wait for it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def create_bucket(endpoint: str, name: str | None = None) -> str:
+    """Create a fresh bucket on the server at ``endpoint``; returns its name."""
+    import boto3
+
+    name = name or f"mmlop-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing"
+                 ).create_bucket(Bucket=name)
+    return name
+
+
+class TcpProxy:
+    """A TCP forwarder 127.0.0.1:port -> target that a test can cut (``down``) and restore
+    (``up``): the object store "goes down" for the processes behind it, its data stays."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._server: socket.socket | None = None
+        self.up()
+
+    @property
+    def endpoint(self) -> str:
+        """URL of the proxied S3 endpoint."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        """Listen and forward (again)."""
+        import threading
+
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(64)
+        self._server = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+
+    def down(self) -> None:
+        """Stop listening and cut every open connection (new ones are refused)."""
+        srv, self._server = self._server, None
+        if srv is not None:
+            srv.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, srv: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def role_stack(root: Path, role: str, env: dict[str, str], database_url: str):
+    """A ``Stack`` for one process role (api, api2, worker...) in its own working directory and
+    temp dir, so API and workers share nothing on the filesystem."""
+    from utils.stack import Stack
+
+    cwd = root / role
+    (cwd / "tmp").mkdir(parents=True, exist_ok=True)
+    return Stack(env={**env, "TMPDIR": str(cwd / "tmp")}, cwd=cwd, database_url=database_url,
+                 blob_root=cwd / "var" / "blobs")
+
+
+def s3_objects(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
+    """Every object key in ``bucket`` under ``prefix`` (read with a plain boto3 client)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def s3_delete(endpoint: str, bucket: str, key: str) -> None:
+    """Delete one object behind the service's back (a vanished object)."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing"
+                 ).delete_object(Bucket=bucket, Key=key)
