@@ -1,0 +1,141 @@
+"""End to end with ``MMLOP_BLOB_URL=s3://...``: a real uvicorn and a real Celery worker, each in
+its own working directory and temp dir, on PostgreSQL + Redis and an S3 wire-protocol server
+(moto_server on 127.0.0.1, reached through a TCP proxy the test can cut). No shared filesystem.
+
+adapt -> classify -> download -> delete; the store down during an upload (503, no row, no
+object); an object vanished under a succeeded adapter (409 naming it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+import zipfile
+from types import SimpleNamespace
+
+import pytest
+
+from utils.factories import image_multipart, make_tenant, photos
+from utils.s3 import (S3_ENV, TcpProxy, create_bucket, role_stack, s3_delete, s3_objects)
+from utils.stack import (REDIS_TEST_DB, base_env, create_pg_database, delete_redis_queue,
+                         drop_pg_database, wait_for_status)
+
+pytestmark = pytest.mark.slow
+PREFIX = "mmlop"
+
+
+@pytest.fixture(scope="module")
+def s3_stack(tmp_path_factory, s3_endpoint, redis_broker_url):
+    """API and worker (separate cwd and TMPDIR) sharing only PostgreSQL, Redis and S3 URLs."""
+    root = tmp_path_factory.mktemp("s3_stack")
+    database_url = create_pg_database()
+    queue = f"mmlop-s3-{uuid.uuid4().hex[:10]}"
+    bucket = create_bucket(s3_endpoint)
+    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    env = base_env({"MMLOP_DATABASE_URL": database_url, "MMLOP_BROKER_URL": redis_broker_url,
+                    "MMLOP_TASK_QUEUE": queue, "MMLOP_BLOB_URL": f"s3://{bucket}/{PREFIX}",
+                    **S3_ENV, "AWS_ENDPOINT_URL": proxy.endpoint})
+    api = role_stack(root, "api", env, database_url)
+    worker = role_stack(root, "worker", env, database_url)
+    try:
+        api.migrate()
+        worker.start_worker()
+        api.start_api()
+        api.wait_ready()
+        yield SimpleNamespace(api=api, worker=worker, proxy=proxy, bucket=bucket,
+                              endpoint=s3_endpoint, database_url=database_url, root=root)
+    finally:
+        api.stop()
+        worker.stop()
+        proxy.down()
+        drop_pg_database(database_url)
+        delete_redis_queue(REDIS_TEST_DB, queue)
+
+
+def submit_small(client) -> str:
+    """A 2-class, 4-photo, 1-epoch job; returns its id."""
+    files, data = image_multipart(photos("train", 2, ["bag", "coat"]))
+    config = {"adapter": {"preset": "ivlp"}, "train": {"epochs": 1, "augment": False,
+                                                       "batch_size": 4}}
+    resp = client.post("/adaptations", files=files, data={**data, "config": json.dumps(config)})
+    assert resp.status_code == 202, resp.text
+    return resp.json()["id"]
+
+
+def classify(client, job_id: str):
+    """POST /classify/{id} with one photo."""
+    (_label, path), = photos("test", 1, ["bag"])
+    return client.post(f"/classify/{job_id}",
+                       files=[("images", (path.name, path.read_bytes(), "image/png"))])
+
+
+def _job_objects(s, tenant_id: str, job_id: str = "") -> list[str]:
+    return s3_objects(s.endpoint, s.bucket, f"{PREFIX}/tenants/{tenant_id}/adaptations/{job_id}")
+
+
+def test_adapt_classify_download_delete_on_s3(s3_stack):
+    s = s3_stack
+    tenant_id, key = make_tenant(s.database_url)
+    with s.api.client(key) as c:
+        job = submit_small(c)
+        body = wait_for_status(c, job, {"succeeded", "failed", "canceled"})
+        assert body["status"] == "succeeded", (body, s.worker.log_tail("worker"))
+        objects = _job_objects(s, tenant_id, job)
+        assert f"{PREFIX}/tenants/{tenant_id}/adaptations/{job}/checkpoint/adapter.zip" in objects
+        assert sum("/uploads/" in k for k in objects) == 4
+        resp = classify(c, job)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["results"][0]["predictions"][0]["label"] in ("bag", "coat")
+        resp = c.get(f"/adaptations/{job}/checkpoint")
+        assert resp.status_code == 200
+        names = zipfile.ZipFile(io.BytesIO(resp.content)).namelist()
+        assert "adapter_config.json" in names and "adapter_model.safetensors" in names
+        assert c.delete(f"/adaptations/{job}").status_code == 204
+        assert _job_objects(s, tenant_id, job) == []
+        assert classify(c, job).status_code == 404
+        assert c.get(f"/adaptations/{job}/checkpoint").status_code == 404
+    # Nothing went through a local blob folder of either process.
+    for role in (s.api, s.worker):
+        assert not (role.cwd / "var" / "blobs" / "tenants").exists()
+    assert list((s.api.cwd / "var" / "blob-cache").iterdir())  # the API's read cache was used
+
+
+def test_vanished_objects_answer_409_naming_them(s3_stack):
+    s = s3_stack
+    tenant_id, key = make_tenant(s.database_url)
+    with s.api.client(key) as c:
+        job = submit_small(c)
+        assert wait_for_status(c, job, {"succeeded", "failed"})["status"] == "succeeded"
+        base = f"{PREFIX}/tenants/{tenant_id}/adaptations/{job}/checkpoint"
+        s3_delete(s.endpoint, s.bucket, f"{base}/adapter/adapter_model.safetensors")
+        s3_delete(s.endpoint, s.bucket, f"{base}/adapter.zip")
+        for resp, name in ((classify(c, job), "adapter/adapter_model.safetensors"),
+                           (c.get(f"/adaptations/{job}/checkpoint"), "adapter.zip")):
+            assert resp.status_code == 409, resp.text
+            assert resp.headers["content-type"].startswith("application/problem+json")
+            problem = resp.json()
+            assert problem["reason"] == "missing" and problem["field"] == name
+            assert f"checkpoint object {name} of adaptation {job} is missing" in problem["detail"]
+            assert s.bucket not in problem["detail"]
+
+
+def test_store_down_during_upload_is_503_without_row_or_object(s3_stack):
+    s = s3_stack
+    tenant_id, key = make_tenant(s.database_url)
+    with s.api.client(key) as c:
+        s.proxy.down()
+        try:
+            files, data = image_multipart(photos("train", 2, ["bag", "coat"]))
+            resp = c.post("/adaptations", files=files, data=data)
+        finally:
+            s.proxy.up()
+        assert resp.status_code == 503, resp.text
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert resp.json()["type"].endswith("/blob-store-unavailable")
+        assert resp.headers["retry-after"]
+        assert c.get("/adaptations").json()["items"] == []
+        assert _job_objects(s, tenant_id) == []
+        # The store is back: the next upload goes through.
+        job = submit_small(c)
+        assert wait_for_status(c, job, {"succeeded", "failed"})["status"] == "succeeded"
