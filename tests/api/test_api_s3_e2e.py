@@ -9,17 +9,13 @@ object); an object vanished under a succeeded adapter (409 naming it).
 from __future__ import annotations
 
 import io
-import json
-import uuid
 import zipfile
-from types import SimpleNamespace
 
 import pytest
 
 from utils.factories import image_multipart, make_tenant, photos
-from utils.s3 import (S3_ENV, TcpProxy, create_bucket, role_stack, s3_delete, s3_objects)
-from utils.stack import (REDIS_TEST_DB, base_env, create_pg_database, delete_redis_queue,
-                         drop_pg_database, wait_for_status)
+from utils.s3 import classify, s3_delete, s3_objects, s3_service, submit_small
+from utils.stack import wait_for_status
 
 pytestmark = pytest.mark.slow
 PREFIX = "mmlop"
@@ -28,46 +24,8 @@ PREFIX = "mmlop"
 @pytest.fixture(scope="module")
 def s3_stack(tmp_path_factory, s3_endpoint, redis_broker_url):
     """API and worker (separate cwd and TMPDIR) sharing only PostgreSQL, Redis and S3 URLs."""
-    root = tmp_path_factory.mktemp("s3_stack")
-    database_url = create_pg_database()
-    queue = f"mmlop-s3-{uuid.uuid4().hex[:10]}"
-    bucket = create_bucket(s3_endpoint)
-    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
-    env = base_env({"MMLOP_DATABASE_URL": database_url, "MMLOP_BROKER_URL": redis_broker_url,
-                    "MMLOP_TASK_QUEUE": queue, "MMLOP_BLOB_URL": f"s3://{bucket}/{PREFIX}",
-                    **S3_ENV, "AWS_ENDPOINT_URL": proxy.endpoint})
-    api = role_stack(root, "api", env, database_url)
-    worker = role_stack(root, "worker", env, database_url)
-    try:
-        api.migrate()
-        worker.start_worker()
-        api.start_api()
-        api.wait_ready()
-        yield SimpleNamespace(api=api, worker=worker, proxy=proxy, bucket=bucket,
-                              endpoint=s3_endpoint, database_url=database_url, root=root)
-    finally:
-        api.stop()
-        worker.stop()
-        proxy.down()
-        drop_pg_database(database_url)
-        delete_redis_queue(REDIS_TEST_DB, queue)
-
-
-def submit_small(client) -> str:
-    """A 2-class, 4-photo, 1-epoch job; returns its id."""
-    files, data = image_multipart(photos("train", 2, ["bag", "coat"]))
-    config = {"adapter": {"preset": "ivlp"}, "train": {"epochs": 1, "augment": False,
-                                                       "batch_size": 4}}
-    resp = client.post("/adaptations", files=files, data={**data, "config": json.dumps(config)})
-    assert resp.status_code == 202, resp.text
-    return resp.json()["id"]
-
-
-def classify(client, job_id: str):
-    """POST /classify/{id} with one photo."""
-    (_label, path), = photos("test", 1, ["bag"])
-    return client.post(f"/classify/{job_id}",
-                       files=[("images", (path.name, path.read_bytes(), "image/png"))])
+    with s3_service(tmp_path_factory.mktemp("s3_stack"), s3_endpoint, redis_broker_url) as s:
+        yield s
 
 
 def _job_objects(s, tenant_id: str, job_id: str = "") -> list[str]:

@@ -10,7 +10,10 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
@@ -180,3 +183,61 @@ def s3_delete(endpoint: str, bucket: str, key: str) -> None:
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                  aws_access_key_id="testing", aws_secret_access_key="testing"
                  ).delete_object(Bucket=bucket, Key=key)
+
+
+@contextmanager
+def s3_service(root: Path, s3_endpoint: str, broker_url: str, apis: tuple[str, ...] = ("api",)
+               ) -> Iterator[SimpleNamespace]:
+    """API replicas ``apis`` and one worker, each in its own cwd and TMPDIR, sharing only a fresh
+    PostgreSQL database, a Redis queue and ``s3://<fresh bucket>/mmlop`` (reached through a
+    ``TcpProxy`` in front of ``s3_endpoint``). Yields apis (name -> Stack), api (the first),
+    worker, proxy, bucket, endpoint, database_url."""
+    from utils.stack import (REDIS_TEST_DB, base_env, create_pg_database, delete_redis_queue,
+                             drop_pg_database)
+
+    database_url = create_pg_database()
+    queue = f"mmlop-s3-{uuid.uuid4().hex[:10]}"
+    bucket = create_bucket(s3_endpoint)
+    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    env = base_env({"MMLOP_DATABASE_URL": database_url, "MMLOP_BROKER_URL": broker_url,
+                    "MMLOP_TASK_QUEUE": queue, "MMLOP_BLOB_URL": f"s3://{bucket}/mmlop",
+                    **S3_ENV, "AWS_ENDPOINT_URL": proxy.endpoint})
+    stacks = {name: role_stack(root, name, env, database_url) for name in apis}
+    worker = role_stack(root, "worker", env, database_url)
+    try:
+        worker.migrate()
+        worker.start_worker()
+        for stack in stacks.values():
+            stack.start_api()
+            stack.wait_ready()
+        yield SimpleNamespace(apis=stacks, api=stacks[apis[0]], worker=worker, proxy=proxy,
+                              bucket=bucket, endpoint=s3_endpoint, database_url=database_url)
+    finally:
+        for stack in (*stacks.values(), worker):
+            stack.stop()
+        proxy.down()
+        drop_pg_database(database_url)
+        delete_redis_queue(REDIS_TEST_DB, queue)
+
+
+def submit_small(client) -> str:
+    """A 2-class, 4-photo, 1-epoch job; returns its id."""
+    import json
+
+    from utils.factories import image_multipart, photos
+
+    files, data = image_multipart(photos("train", 2, ["bag", "coat"]))
+    config = {"adapter": {"preset": "ivlp"}, "train": {"epochs": 1, "augment": False,
+                                                       "batch_size": 4}}
+    resp = client.post("/adaptations", files=files, data={**data, "config": json.dumps(config)})
+    assert resp.status_code == 202, resp.text
+    return resp.json()["id"]
+
+
+def classify(client, job_id: str):
+    """POST /classify/{id} with one photo."""
+    from utils.factories import photos
+
+    (_label, path), = photos("test", 1, ["bag"])
+    return client.post(f"/classify/{job_id}",
+                       files=[("images", (path.name, path.read_bytes(), "image/png"))])
