@@ -18,23 +18,27 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 SECRET = "test-secret-key-0123456789abcdef"
 PG_PASSWORD = "0123456789abcdef"
+MINIO_PASSWORD = "fedcba9876543210"
+SECRETS = {"MMLOP_SECRET_KEY": SECRET, "POSTGRES_PASSWORD": PG_PASSWORD,
+           "MINIO_ROOT_PASSWORD": MINIO_PASSWORD}
 APP_SERVICES = ("migrate", "api", "worker")
 
 
-def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _compose_config(env: dict[str, str], file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is not installed (make test installs it: apt-get install -y docker-compose)"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MMLOP_", "POSTGRES_"))}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("MMLOP_", "POSTGRES_", "MINIO_", "AWS_"))}
     clean.update(env)
     return subprocess.run(
-        [exe, "-f", str(COMPOSE_FILE), "config"],
+        [exe, "-f", str(file), "config"],
         cwd=REPO, env=clean, capture_output=True, text=True, timeout=120,
     )
 
 
 @pytest.fixture(scope="module")
 def config() -> dict:
-    proc = _compose_config({"MMLOP_SECRET_KEY": SECRET, "POSTGRES_PASSWORD": PG_PASSWORD})
+    proc = _compose_config(SECRETS)
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout)
 
@@ -79,7 +83,8 @@ def _is_under(path: str, root: str) -> bool:
 
 
 def test_all_services_present(config):
-    assert {"postgres", "redis", "migrate", "api", "worker"} <= set(config["services"])
+    assert {"postgres", "redis", "minio", "createbucket", "migrate", "api", "worker"} <= set(
+        config["services"])
 
 
 def test_api_runs_uvicorn_on_8000_with_healthcheck(config):
@@ -146,10 +151,13 @@ def test_redis_persists_queued_jobs(config):
 
 
 @pytest.mark.parametrize("service", ["api", "worker"])
-def test_blob_volume_shared_at_blob_root(config, service):
+def test_blobs_are_in_s3_not_in_a_shared_volume(config, service):
     env, mounts = _env(config, service), _mounts(config, service)
-    assert "blobs" in config["volumes"]
-    assert mounts.get("blobs") == env["MMLOP_BLOB_ROOT"]
+    assert "blobs" not in config["volumes"] and "blobs" not in mounts
+    assert set(mounts) <= {"weights"}, f"{service} mounts {mounts}: only the weights cache"
+    assert env["MMLOP_BLOB_URL"] == "s3://mmlop/blobs"
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"] == MINIO_PASSWORD
 
 
 @pytest.mark.parametrize("service", ["api", "worker"])
@@ -187,12 +195,12 @@ def test_environment_is_accepted_by_settings(config, service, monkeypatch):
     settings = Settings(_env_file=None)
     assert settings.environment.value == "production"
     assert not settings.is_sqlite
-    assert str(settings.blob_root) == "/data/blobs"
+    assert settings.blob_url == "s3://mmlop/blobs"
 
 
-@pytest.mark.parametrize("missing", ["MMLOP_SECRET_KEY", "POSTGRES_PASSWORD"])
+@pytest.mark.parametrize("missing", ["MMLOP_SECRET_KEY", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"])
 def test_secrets_are_required(missing):
-    env = {"MMLOP_SECRET_KEY": SECRET, "POSTGRES_PASSWORD": PG_PASSWORD}
+    env = dict(SECRETS)
     del env[missing]
     proc = _compose_config(env)
     assert proc.returncode != 0
