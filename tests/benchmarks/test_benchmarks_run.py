@@ -45,3 +45,22 @@ def test_benchmark_prints_json(name: str) -> None:
     assert keys <= set(res), sorted(keys - set(res))
     if name == "http":
         assert res["errors"] == 0, res
+
+
+def test_adapters_benchmark_with_s3_reports_both_stores() -> None:
+    """``--store s3``: filesystem and S3 cold loads in one run, the S3 ones from a moto_server the
+    benchmark starts on 127.0.0.1 (no AWS_ENDPOINT_URL in its environment)."""
+    args = [*CASES["adapters"][0], "--store", "s3", "--json"]
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.adapters", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stdout[-2000:]
+    res = json.loads(lines[0])
+    for key in ("cold_load_p50_s", "cold_load_p99_s", "s3_cold_load_p50_s", "s3_cold_load_p99_s",
+                "s3_fetch_p50_s", "s3_fetch_p99_s"):
+        assert res[key] > 0, key
+    assert res["s3_cold"] == 4 and res["s3_endpoint"].startswith("moto_server http://127.0.0.1:")
+    # A cold load from S3 includes its download.
+    assert res["s3_cold_load_p50_s"] >= res["s3_fetch_p50_s"]
