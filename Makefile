@@ -17,7 +17,7 @@ PYTEST_TIMEOUT ?= 1800
 
 # The install is redone when pyproject.toml changes or a top-level package appears/disappears
 # (an editable install maps only the packages that existed when it ran).
-PACKAGES := $(sort $(wildcard mmlop_core api worker service benchmarks))
+PACKAGES := $(sort $(wildcard mmlop_core mmlop_client api worker service benchmarks))
 INSTALL_KEY := $(shell { cat pyproject.toml; echo $(PACKAGES); } | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.mmlop-install-$(INSTALL_KEY)
 

@@ -1,0 +1,22 @@
+"""Python client of the MMLoP adaptation service (httpx; no torch, no service imports).
+
+    from mmlop_client import Client
+    with Client("http://127.0.0.1:8000", api_key) as c:
+        job = c.wait(c.create_adaptation("photos/").id)          # tqdm bar on a terminal
+        print(c.classify(job.id, ["shoe.jpg"]).results[0].top)
+
+``AsyncClient`` has the same calls as coroutines. Every error answer raises ``MMLoPAPIError``
+(``.status``, ``.kind``, ``.field``, ``.detail``).
+"""
+
+from .client import AsyncClient, Client
+from .errors import (MMLoPAPIError, MMLoPClientError, MMLoPConnectionError, MMLoPInputError,
+                     MMLoPJobError, MMLoPTimeoutError)
+from .models import (TERMINAL_STATUSES, Adaptation, AdaptationList, ClassifyResult, ImageResult,
+                     Prediction, Progress)
+
+__all__ = [
+    "Adaptation", "AdaptationList", "AsyncClient", "ClassifyResult", "Client", "ImageResult",
+    "MMLoPAPIError", "MMLoPClientError", "MMLoPConnectionError", "MMLoPInputError",
+    "MMLoPJobError", "MMLoPTimeoutError", "Prediction", "Progress", "TERMINAL_STATUSES",
+]
