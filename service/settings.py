@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     blob_cache_dir: Path = Path("./var/blob-cache")
     # ... and the most entries it holds (least recently used ones are removed first).
     blob_cache_entries: int = Field(default=256, ge=1)
+    # Worker: how long (seconds) a training attempt retries an unreachable blob store (reading
+    # the uploads, publishing the checkpoint) with backoff before it fails the job saying so.
+    blob_retry_s: float = Field(default=60.0, ge=0)
     # open_clip model name of the frozen backbone.
     backbone: str = "ViT-B-16"
     # open_clip pretrained tag, a local checkpoint path, or "none" (seeded random init).

@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from service.blobs import BlobNotFound, get_blob_store
+from service.blobs import BlobNotFound, BlobStoreError, get_blob_store
 from service.db import session_scope
 from service.jobs import TERMINAL, TRAIN_TASK_NAME, JobStatus, checkpoint_prefix, job_prefix
 from service.logs import job_context
@@ -232,8 +232,8 @@ def _load_images(job: Adaptation) -> tuple[list[Any], list[int]]:
     blobs, max_pixels = get_blob_store(), get_settings().upload_max_pixels
     images, labels = [], []
     for key, label in job.images:
-        images.append(open_image(blobs.get(key), name=key.rsplit("/", 1)[-1],
-                                 max_pixels=max_pixels))
+        data = _retrying(job, "reading the uploads", blobs.get, key)
+        images.append(open_image(data, name=key.rsplit("/", 1)[-1], max_pixels=max_pixels))
         labels.append(int(label))
     return images, labels
 
@@ -258,6 +258,28 @@ def _train(job: Adaptation, beat: JobHeartbeat) -> Any:
                          train=TrainConfig.from_dict(train_dict), callbacks=[beat])
 
 
+def _retrying(job: Adaptation, what: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, retried with backoff (0.5 s doubling, at most 10 s) while the blob store is
+    unreachable, for ``blob_retry_s`` seconds; then ``BlobStoreError`` saying how long it tried
+    (the attempt fails with it, see ``_run_attempt``)."""
+    retry_s = get_settings().blob_retry_s
+    deadline, delay, tries = time.monotonic() + retry_s, 0.5, 0
+    while True:
+        tries += 1
+        try:
+            return fn(*args)
+        except BlobStoreError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BlobStoreError(exc.errno, f"object store unreachable for {tries} tries over "
+                                     f"{retry_s:g} s while {what}") from exc
+            logger.warning("job %s attempt %d: blob store unavailable while %s (%s); try %d, "
+                           "next in %.1f s", job.id, job.attempt, what, exc, tries,
+                           min(delay, left))
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 10.0)
+
+
 def _publish(job: Adaptation, adapter: Any) -> str:
     """Write the checkpoint into place and mark the job succeeded (if the attempt still owns it)."""
     from mmlop_core import export_adapter_zip, save_adapter
@@ -267,7 +289,8 @@ def _publish(job: Adaptation, adapter: Any) -> str:
     try:
         nbytes = save_adapter(adapter, tmp / "adapter")
         export_adapter_zip(tmp / "adapter", tmp / "adapter.zip")
-        blobs.publish_dir(tmp, checkpoint_prefix(job.tenant_id, job.id))
+        _retrying(job, "publishing the checkpoint", blobs.publish_dir, tmp,
+                  checkpoint_prefix(job.tenant_id, job.id))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already once published
     done = _finish(job.id, job.attempt, status=JobStatus.succeeded.value,

@@ -3,7 +3,9 @@ its own working directory and temp dir, on PostgreSQL + Redis and an S3 wire-pro
 (moto_server on 127.0.0.1, reached through a TCP proxy the test can cut). No shared filesystem.
 
 adapt -> classify -> download -> delete; the store down during an upload (503, no row, no
-object); an object vanished under a succeeded adapter (409 naming it).
+object); the store down for the worker during training (it retries for blob_retry_s, then the
+job fails saying so; back within that time, the job succeeds); an object vanished under a
+succeeded adapter (409 naming it).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from utils.stack import wait_for_status
 
 pytestmark = pytest.mark.slow
 PREFIX = "mmlop"
+RETRY_S = 4  # the worker's MMLOP_BLOB_RETRY_S here
 
 
 @pytest.fixture(scope="module")
 def s3_stack(tmp_path_factory, s3_endpoint, redis_broker_url):
     """API and worker (separate cwd and TMPDIR) sharing only PostgreSQL, Redis and S3 URLs."""
-    with s3_service(tmp_path_factory.mktemp("s3_stack"), s3_endpoint, redis_broker_url) as s:
+    with s3_service(tmp_path_factory.mktemp("s3_stack"), s3_endpoint, redis_broker_url,
+                    extra_env={"MMLOP_BLOB_RETRY_S": str(RETRY_S)}) as s:
         yield s
 
 
@@ -97,3 +101,38 @@ def test_store_down_during_upload_is_503_without_row_or_object(s3_stack):
         # The store is back: the next upload goes through.
         job = submit_small(c)
         assert wait_for_status(c, job, {"succeeded", "failed"})["status"] == "succeeded"
+
+
+def test_store_down_during_training_retries_then_fails_clearly(s3_stack):
+    s = s3_stack
+    _, key = make_tenant(s.database_url)
+    with s.api.client(key) as c:
+        s.worker_proxy.down()  # the API still stores the upload; the worker cannot read it
+        try:
+            job = submit_small(c)
+            body = wait_for_status(c, job, {"succeeded", "failed"}, timeout=120)
+        finally:
+            s.worker_proxy.up()
+        assert body["status"] == "failed", body
+        assert body["error"].startswith("blob store error: object store unreachable"), body
+        assert f"over {RETRY_S}" in body["error"] and "tries" in body["error"], body
+        log = s.worker.log_tail("worker", chars=200_000)
+        assert f"job {job}" in log and "blob store unavailable" in log
+
+
+def test_store_back_during_the_retries_lets_the_job_succeed(s3_stack):
+    import threading
+
+    s = s3_stack
+    _, key = make_tenant(s.database_url)
+    with s.api.client(key) as c:
+        s.worker_proxy.down()
+        restore = threading.Timer(RETRY_S / 2, s.worker_proxy.up)
+        restore.start()
+        try:
+            job = submit_small(c)
+            body = wait_for_status(c, job, {"succeeded", "failed"}, timeout=120)
+        finally:
+            restore.join()
+        assert body["status"] == "succeeded", body
+        assert body["attempt"] == 1

@@ -186,12 +186,13 @@ def s3_delete(endpoint: str, bucket: str, key: str) -> None:
 
 
 @contextmanager
-def s3_service(root: Path, s3_endpoint: str, broker_url: str, apis: tuple[str, ...] = ("api",)
-               ) -> Iterator[SimpleNamespace]:
+def s3_service(root: Path, s3_endpoint: str, broker_url: str, apis: tuple[str, ...] = ("api",),
+               extra_env: dict[str, str] | None = None) -> Iterator[SimpleNamespace]:
     """API replicas ``apis`` and one worker, each in its own cwd and TMPDIR, sharing only a fresh
-    PostgreSQL database, a Redis queue and ``s3://<fresh bucket>/mmlop`` (reached through a
-    ``TcpProxy`` in front of ``s3_endpoint``). Yields apis (name -> Stack), api (the first),
-    worker, proxy, bucket, endpoint, database_url."""
+    PostgreSQL database, a Redis queue and ``s3://<fresh bucket>/mmlop`` (the APIs reach it
+    through ``proxy``, the worker through ``worker_proxy``: ``TcpProxy``s in front of
+    ``s3_endpoint`` that a test cuts separately). Yields apis (name -> Stack), api (the first),
+    worker, proxy, worker_proxy, bucket, endpoint, database_url."""
     from utils.stack import (REDIS_TEST_DB, base_env, create_pg_database, delete_redis_queue,
                              drop_pg_database)
 
@@ -199,11 +200,13 @@ def s3_service(root: Path, s3_endpoint: str, broker_url: str, apis: tuple[str, .
     queue = f"mmlop-s3-{uuid.uuid4().hex[:10]}"
     bucket = create_bucket(s3_endpoint)
     proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    worker_proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))
     env = base_env({"MMLOP_DATABASE_URL": database_url, "MMLOP_BROKER_URL": broker_url,
                     "MMLOP_TASK_QUEUE": queue, "MMLOP_BLOB_URL": f"s3://{bucket}/mmlop",
-                    **S3_ENV, "AWS_ENDPOINT_URL": proxy.endpoint})
+                    **S3_ENV, "AWS_ENDPOINT_URL": proxy.endpoint, **(extra_env or {})})
     stacks = {name: role_stack(root, name, env, database_url) for name in apis}
-    worker = role_stack(root, "worker", env, database_url)
+    worker = role_stack(root, "worker", {**env, "AWS_ENDPOINT_URL": worker_proxy.endpoint},
+                        database_url)
     try:
         worker.migrate()
         worker.start_worker()
@@ -211,11 +214,13 @@ def s3_service(root: Path, s3_endpoint: str, broker_url: str, apis: tuple[str, .
             stack.start_api()
             stack.wait_ready()
         yield SimpleNamespace(apis=stacks, api=stacks[apis[0]], worker=worker, proxy=proxy,
-                              bucket=bucket, endpoint=s3_endpoint, database_url=database_url)
+                              worker_proxy=worker_proxy, bucket=bucket, endpoint=s3_endpoint,
+                              database_url=database_url)
     finally:
         for stack in (*stacks.values(), worker):
             stack.stop()
         proxy.down()
+        worker_proxy.down()
         drop_pg_database(database_url)
         delete_redis_queue(REDIS_TEST_DB, queue)
 
