@@ -112,6 +112,10 @@ class TcpProxy:
         """Stop listening and cut every open connection (new ones are refused)."""
         srv, self._server = self._server, None
         if srv is not None:
+            try:  # wakes the blocked accept(); close() alone lets it take one more connection
+                srv.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             srv.close()
         with self._lock:
             conns, self._conns = self._conns, []
