@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -83,6 +84,9 @@ class Adaptation(Base):
     error: Mapped[str | None] = mapped_column(Text)
     trainable_parameters: Mapped[int | None] = mapped_column(Integer)
     checkpoint_bytes: Mapped[int | None] = mapped_column(Integer)
+    # Bytes of the uploads stored with the job (quota_max_stored_bytes counts it and
+    # checkpoint_bytes from here, never from the blob store). None: a row from before 0002.
+    upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
     backbone: Mapped[str] = mapped_column(String(200))
     pretrained: Mapped[str] = mapped_column(String(500))
     # Fencing token: incremented by each delivery that claims the job; only the holder of the

@@ -2,8 +2,9 @@
 
 - ``quota_max_adapters``: live (not deleted) adaptations of the tenant, any state;
 - ``quota_max_concurrent_jobs``: adaptations ``queued`` or ``running``;
-- ``quota_max_stored_bytes``: bytes under the tenant's blob prefix (uploads and checkpoints)
-  plus the new upload.
+- ``quota_max_stored_bytes``: ``upload_bytes`` + ``checkpoint_bytes`` of the tenant's live
+  adaptations plus the new upload, from the database (never by walking the blob store; the
+  checkpoint's zip copy is not counted, rows from before migration 0002 count no upload bytes).
 
 A value of 0 disables that quota. Two simultaneous requests may both pass a check at the
 boundary (the check is not serialised); the overshoot is at most the number of concurrent
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.blobs import BlobStore
 from service.jobs import JobStatus
 from service.models import Adaptation
 from service.settings import Settings
@@ -35,14 +35,15 @@ class QuotaExceeded(Exception):
         return f"quota {self.quota} exceeded: {self.used} used, limit {self.limit}"
 
 
-def stored_bytes(blobs: BlobStore, tenant_id: str) -> int:
-    """Bytes of every blob under ``tenants/<tenant_id>/`` (0 if none), from the store's listing
-    (one listing request per 1000 objects on S3)."""
-    return sum(b.size for b in blobs.list(f"tenants/{tenant_id}"))
+def stored_bytes(session: Session, tenant_id: str) -> int:
+    """Upload and checkpoint bytes of the tenant's live adaptations (0 if none)."""
+    total = func.coalesce(Adaptation.upload_bytes, 0) + func.coalesce(Adaptation.checkpoint_bytes, 0)
+    return int(session.scalar(select(func.coalesce(func.sum(total), 0)).where(
+        Adaptation.tenant_id == tenant_id, Adaptation.deleted_at.is_(None))) or 0)
 
 
-def check_new_adaptation(session: Session, tenant_id: str, new_bytes: int, settings: Settings,
-                         blobs: BlobStore) -> None:
+def check_new_adaptation(session: Session, tenant_id: str, new_bytes: int,
+                         settings: Settings) -> None:
     """Raise ``QuotaExceeded`` if a new adaptation of ``new_bytes`` upload bytes passes a quota."""
     live = [Adaptation.tenant_id == tenant_id, Adaptation.deleted_at.is_(None)]
     if settings.quota_max_adapters:
@@ -56,6 +57,6 @@ def check_new_adaptation(session: Session, tenant_id: str, new_bytes: int, setti
         if used + 1 > settings.quota_max_concurrent_jobs:
             raise QuotaExceeded("concurrent_jobs", settings.quota_max_concurrent_jobs, used)
     if settings.quota_max_stored_bytes:
-        used = stored_bytes(blobs, tenant_id)
+        used = stored_bytes(session, tenant_id)
         if used + new_bytes > settings.quota_max_stored_bytes:
             raise QuotaExceeded("stored_bytes", settings.quota_max_stored_bytes, used)

@@ -159,7 +159,7 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
     if job is None:
         with get_sessionmaker()() as session:
             quotas.check_new_adaptation(session, tenant_id, sum(len(i.data) for i in items),
-                                        settings, blobs)
+                                        settings)
         job = _store_new(tenant_id, items, class_names, index, digest, adapter_cfg, train_cfg,
                          idem_key, settings, blobs)
         if isinstance(job, tuple):
@@ -192,6 +192,7 @@ def _store_new(tenant_id: str, items: list[ImageItem], class_names: list[str],
                 id=job_id, tenant_id=tenant_id, status=JobStatus.queued.value,
                 idempotency_key=idem_key, request_hash=digest, class_names=class_names,
                 images=manifest, num_images=len(manifest), adapter_config=adapter_cfg,
+                upload_bytes=sum(len(item.data) for item in items),
                 train_config=train_cfg, backbone=settings.backbone, pretrained=settings.pretrained,
                 attempt=0, cancel_requested=False, created_at=utcnow(),
             )
