@@ -5,7 +5,8 @@ its own working directory and temp dir, on PostgreSQL + Redis and an S3 wire-pro
 adapt -> classify -> download -> delete; the store down during an upload (503, no row, no
 object); the store down for the worker during training (it retries for blob_retry_s, then the
 job fails saying so; back within that time, the job succeeds); an object vanished under a
-succeeded adapter (409 naming it).
+succeeded adapter (409 naming it); objects without a job row (what a store that dies
+mid-upload leaves, when the cleanup cannot reach it either) are swept by the reconciler.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ RETRY_S = 4  # the worker's MMLOP_BLOB_RETRY_S here
 def s3_stack(tmp_path_factory, s3_endpoint, redis_broker_url):
     """API and worker (separate cwd and TMPDIR) sharing only PostgreSQL, Redis and S3 URLs."""
     with s3_service(tmp_path_factory.mktemp("s3_stack"), s3_endpoint, redis_broker_url,
-                    extra_env={"MMLOP_BLOB_RETRY_S": str(RETRY_S)}) as s:
+                    extra_env={"MMLOP_BLOB_RETRY_S": str(RETRY_S),
+                               # the worker's reconciler sweeps orphaned objects 2 s old
+                               "MMLOP_RECONCILE_INTERVAL_S": "1",
+                               "MMLOP_RECONCILE_GRACE_S": "2"}) as s:
         yield s
 
 
@@ -136,3 +140,25 @@ def test_store_back_during_the_retries_lets_the_job_succeed(s3_stack):
             restore.join()
         assert body["status"] == "succeeded", body
         assert body["attempt"] == 1
+
+
+def test_reconciler_sweeps_orphaned_objects_from_s3(s3_stack):
+    import time
+
+    import boto3
+
+    s = s3_stack
+    tenant_id, key = make_tenant(s.database_url)
+    with s.api.client(key) as c:
+        live = submit_small(c)
+        assert wait_for_status(c, live, {"succeeded", "failed"})["status"] == "succeeded"
+    orphan = f"{PREFIX}/tenants/{tenant_id}/adaptations/0b1e7c1e-dead-4bad-8bad-000000000000"
+    boto3.client("s3", endpoint_url=s.endpoint, region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").put_object(
+        Bucket=s.bucket, Key=f"{orphan}/uploads/000000.png", Body=b"half")
+    deadline = time.monotonic() + 30
+    while s3_objects(s.endpoint, s.bucket, orphan) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert s3_objects(s.endpoint, s.bucket, orphan) == []
+    assert _job_objects(s, tenant_id, live), "the live job's objects must stay"
+    assert "removing tenants/" in s.worker.log_tail("worker", chars=1_000_000)
