@@ -148,10 +148,9 @@ def _check_images(images: list[tuple[str | None, bytes]], settings: Any) -> None
                            field="images")
 
 
-def _pixels(images: list[tuple[str | None, bytes]], settings: Any, runtime: Any,
-            directory: Any = None) -> Any:
+def _pixels(images: list[tuple[str | None, bytes]], settings: Any, runtime: Any) -> Any:
     """Decode each image once, check it, and preprocess (run off the event loop):
-    FloatTensor (k, 3, H, W). With ``directory``, 409 when the checkpoint is missing."""
+    FloatTensor (k, 3, H, W); 503 while the backbone is not loaded."""
     import torch
 
     from mmlop_core.images import to_rgb
@@ -159,9 +158,6 @@ def _pixels(images: list[tuple[str | None, bytes]], settings: Any, runtime: Any,
     pil = [decode_image(data, f"images[{n}]" + (f" ({name})" if name else ""), settings)[1]
            for n, (name, data) in enumerate(images)]
     runtime.wait()
-    if directory is not None and not directory.is_dir():
-        raise ProblemError(409, "checkpoint is missing from the blob store",
-                           kind="adapter-not-ready", reason="missing")
     preprocess = runtime.backbone.preprocess
     return torch.stack([preprocess(to_rgb(im)) for im in pil])
 
