@@ -7,6 +7,7 @@ share this one code path (docs/METHOD.md sections 2-5; issue "Reproduce the pape
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 from string import Formatter
@@ -83,6 +84,12 @@ def _as_float(name: str, value: int | float) -> float:
         return float(value)
     except OverflowError:
         raise ConfigError(f"{name}={str(value)[:20]}... is out of range (too large for a float)") from None
+
+
+def _check_text(name: str, value: str) -> None:
+    """Text that reaches the tokenizer holds no control characters (a NUL, a newline), as class names."""
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise ConfigError(f"{name}={value[:60]!r} holds control characters; remove them")
 
 
 def _check_range(name: str, value: float | None, lo: float, hi: float) -> None:
@@ -164,6 +171,8 @@ class AdapterConfig(_DictMixin):
             _check_range(name, getattr(self, name), 0.0, 1e4)
         _check_type("init_words", self.init_words, (str,))
         _check_type("template", self.template, (str,))
+        _check_text("init_words", self.init_words)
+        _check_text("template", self.template)
         try:  # the replacement fields str.format would fill: only one plain '{}' may be there
             slots = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(self.template) if name is not None]
         except ValueError:  # an unmatched '{' or '}'
@@ -174,6 +183,9 @@ class AdapterConfig(_DictMixin):
         _check_type("ensemble_templates", self.ensemble_templates, (bool,))
         if self.text_init is TextInit.WORDS and self.text_depth == 0:
             raise ConfigError("text_init='words' needs text prompts; set text_depth >= 1")
+        if self.text_init is TextInit.WORDS and not self.init_words.strip():
+            raise ConfigError(f"init_words={self.init_words!r} is empty, and text_init='words' starts the text "
+                              "prompts from its words; give words (e.g. 'a photo of a') or use text_init='normal'")
 
     @property
     def prompted(self) -> bool:

@@ -38,6 +38,16 @@ def test_from_dict_round_trip_and_overrides():
     ({"template": "a photo"}, "must contain '{}' exactly once"),
     ({"lambda_text": -1}, "lambda_text=-1.0 is out of range"),
     ({"text_depth": 0, "text_init": "words"}, "text_init='words' needs text prompts"),
+    # control characters would reach the tokenizer, as they would in a class name (issue 12 C.6)
+    ({"template": "a {}\u0000"}, "template="),
+    ({"template": "a photo of a\n{}"}, "template="),
+    ({"template": "a photo of a {}\u0085"}, "template="),
+    ({"init_words": "a\u0000b c d"}, "init_words="),
+    ({"init_words": "a photo\tof a"}, "init_words="),
+    # the words init needs words to fit
+    ({"text_init": "words", "init_words": ""}, "init_words="),
+    ({"text_init": "words", "init_words": "   "}, "init_words="),
+    ({"preset": "ivlp", "init_words": ""}, "init_words="),
 ])
 def test_adapter_config_errors_name_the_field(data, fragment):
     with pytest.raises(ConfigError, match=None) as exc:
