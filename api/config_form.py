@@ -101,6 +101,8 @@ def _validate_part(cls: Any, name: str, part: dict[str, Any], where: ParsedConfi
             except (ConfigError, TypeError, ValueError):
                 culprit = key
                 break
+        if culprit is None:  # wrong only with another key (init_words='' with text_init='words'): the one named
+            culprit = next((k for k in part if str(exc).startswith(f"{k}=")), None)
         field = where.field(name, culprit) if culprit else f"config.{name}"
         shown = f"config.{culprit}" if culprit in where.flat else f"config.{name}"
         raise _invalid(f"{shown}: {exc}", field) from exc
@@ -136,6 +138,26 @@ def parse_config(raw: str | None, settings: Settings) -> ParsedConfig:
     max_s = where.train.get("max_seconds")
     where.train["max_seconds"] = min(max_s, settings.job_max_seconds) if max_s else settings.job_max_seconds
     return where
+
+
+def check_init_words(config: ParsedConfig) -> None:
+    """With ``text_init='words'`` the adapter's ``init_words`` must fit the text encoder's context.
+
+    They are tokenised on their own, with the start and end tokens (CLIP BPE tokens, as
+    :func:`check_template` counts); longer words would fail the job later. Refused at submission.
+
+    Raises:
+        ProblemError: 422 ``invalid-config`` naming the init_words field.
+    """
+    from api.uploads import TEXT_CONTEXT, text_tokens
+
+    if config.adapter.get("text_init") != "words":
+        return
+    field = config.field("adapter", "init_words")
+    used = text_tokens(config.adapter["init_words"]) + 2  # + start and end of text
+    if used > TEXT_CONTEXT:
+        raise _invalid(f"{field} is {used} text tokens, more than the text encoder's {TEXT_CONTEXT}; "
+                       "shorten it (only its first n_ctx tokens are used)", field)
 
 
 def check_template(config: ParsedConfig, class_names: list[str]) -> None:

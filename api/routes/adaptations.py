@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 
 from api.bounds import INT32_MAX
 from api.checkpoints import adapter_zip
-from api.config_form import check_template, parse_config
+from api.config_form import check_init_words, check_template, parse_config
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import BACKBONE_UNAVAILABLE, ProblemError
 from api.schemas import AdaptationList, AdaptationPublic
@@ -142,6 +142,7 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
                            field="class_names")
     check_classes(items, class_names, settings)
     check_template(config, class_names)
+    check_init_words(config)
     digest = _request_hash(items, class_names, adapter_cfg, train_cfg)
     with get_sessionmaker()() as session:
         tenant = session.get(Tenant, tenant_id)

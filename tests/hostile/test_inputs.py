@@ -36,6 +36,9 @@ def test_rejected_images(hostile_stack, new_tenant, name):
         body = assert_problem(c.post("/adaptations", files=files,
                                      data={"labels": ["x", "x", "y"]}), status, "images[0]")
         assert name in body["detail"] or name in body["field"]
+        # one statement of the fault: the name once, no library exception names or texts
+        assert body["detail"].count(name) <= 1, body["detail"]
+        assert not any(w in body["detail"] for w in ("Error)", "OSError", "Unidentified", "cannot identify")), body
         assert_nothing_stored(hostile_stack, c, tenant_id)
 
 
@@ -252,6 +255,19 @@ _LONG_NAME = " ".join(["word"] * 40)  # 40 text tokens: the longest class name a
     ({"adapter": {"template": "a " * 36 + "photo of a {}."}}, ["a", _LONG_NAME], "config.adapter.template"),
     # the flat form names the key as written
     ({"template": "a photo of a {} {foo}"}, ["a", "b"], "config.template"),
+    # control characters, as in class names (issue 12 C.6)
+    ({"adapter": {"template": "a {}\u0000"}}, ["a", "b"], "config.adapter.template"),
+    ({"template": "a photo of a\n{}"}, ["a", "b"], "config.template"),
+    ({"adapter": {"text_init": "words", "init_words": "a\u0000b c d"}}, ["a", "b"], "config.adapter.init_words"),
+    ({"init_words": "a\u0000b c d"}, ["a", "b"], "config.init_words"),
+    # init_words over the text context: the job used to fail later, blaming the class name
+    ({"text_init": "words", "init_words": " ".join(["word"] * 100)}, ["a", "b"], "config.init_words"),
+    ({"adapter": {"text_init": "words", "init_words": " ".join(["word"] * 76)}}, ["a", "b"],
+     "config.adapter.init_words"),
+    ({"adapter": {"preset": "ivlp", "init_words": " ".join(["word"] * 100)}}, ["a", "b"], "config.adapter.init_words"),
+    # the words init with no words
+    ({"text_init": "words", "init_words": ""}, ["a", "b"], "config.init_words"),
+    ({"adapter": {"text_init": "words", "init_words": "   "}}, ["a", "b"], "config.adapter.init_words"),
 ])
 def test_bad_template_is_refused_at_submission(hostile_stack, new_tenant, config, labels, field):
     tenant_id, key = new_tenant
@@ -268,6 +284,14 @@ def test_template_that_fits_the_longest_name_is_accepted(hostile_stack, new_tena
     config = {"adapter": {"template": "a " * 30 + "photo of a {}."}}  # 2 + 34 + 1 + 40 = 77 tokens at most
     with hostile_stack.client(key) as c:
         resp = c.post("/adaptations", files=_pair(), data={"labels": ["a", _LONG_NAME], "config": json.dumps(config)})
+        assert resp.status_code == 202, resp.text
+
+
+def test_init_words_that_fit_the_text_context_are_accepted(hostile_stack, new_tenant):
+    _, key = new_tenant
+    config = {"text_init": "words", "init_words": " ".join(["word"] * 75)}  # 75 + start + end = 77 tokens
+    with hostile_stack.client(key) as c:
+        resp = c.post("/adaptations", files=_pair(), data={"labels": ["a", "b"], "config": json.dumps(config)})
         assert resp.status_code == 202, resp.text
 
 
@@ -329,6 +353,8 @@ OPEN_VOCABULARY_CASES = [
     (["Bag", "bag"], 422, "class_names[1]"),                      # read the same to the tokenizer
     (["bag"], 422, "class_names"),                                # one name always scores 1.0
     ([f"class {k}" for k in range(1001)], 413, "class_names"),    # over classify_max_class_names
+    (["bag", 3], 422, "class_names[1]"),                          # not a string (was called 'empty')
+    ({"bag": 1, "coat": 2}, 422, "class_names"),                  # not a list (was 'needs two names')
 ]
 
 
