@@ -39,4 +39,4 @@ def adapter_dir(blobs, tenant_id: str, job_id: str, attempt: int) -> Path:
 
 def adapter_zip(blobs, tenant_id: str, job_id: str, attempt: int) -> Path:
     """Local path of the job's ``adapter.zip`` (same errors as ``adapter_dir``)."""
-    return _local(blobs, tenant_id, job_id, attempt, "", "not-ready", ("adapter.zip",)) / "adapter.zip"
+    return _local(blobs, tenant_id, job_id, attempt, "", "adapter-not-ready", ("adapter.zip",)) / "adapter.zip"

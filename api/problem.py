@@ -158,8 +158,11 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         )
     if isinstance(exc, StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+        if exc.status_code == 404:  # no such route: the same kind as a missing resource
+            detail = f"no route {request.method} {request.url.path}"
         return problem_response(
-            request, exc.status_code, detail, headers=getattr(exc, "headers", None)
+            request, exc.status_code, detail, headers=getattr(exc, "headers", None),
+            kind={404: "not-found", 405: "method-not-allowed"}.get(exc.status_code),
         )
     from service.quotas import QuotaExceeded
 

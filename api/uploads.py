@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import io
+import json
+import logging
 import stat
 import unicodedata
 import zipfile
@@ -19,6 +21,8 @@ from PIL import Image, UnidentifiedImageError
 
 from api.problem import ProblemError
 from service.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 _FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
                   "TIFF": ".tif"}
@@ -93,21 +97,24 @@ def decode_image(data: bytes, name: str, settings: Settings) -> tuple[str, Image
                            f"(limit {settings.upload_max_pixels})", kind="too-large",
                            field=name) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ProblemError(422, f"{name} is not a readable image ({exc.__class__.__name__})",
-                           kind="invalid-image", field=name) from exc
+        raise ProblemError(422, f"{name} is not a readable image: not an image file, or a corrupt one; allowed "
+                           f"formats: {', '.join(_FORMAT_SUFFIX)}", kind="invalid-image", field=name) from exc
     if fmt not in _FORMAT_SUFFIX:
         raise ProblemError(422, f"{name} is {fmt or 'an unknown format'}; allowed formats: "
                            f"{', '.join(_FORMAT_SUFFIX)}", kind="invalid-image", field=name)
     if width * height > settings.upload_max_pixels:
         raise ProblemError(413, f"{name} has {width}x{height} pixels, more than the limit of "
                            f"{settings.upload_max_pixels}", kind="too-large", field=name)
-    from mmlop_core import open_image
+    from mmlop_core import ImageError, open_image
 
     try:
         image = open_image(data, name=name, max_pixels=settings.upload_max_pixels)
-    except Exception as exc:  # noqa: BLE001 - ImageError and decoder errors alike
-        raise ProblemError(422, f"{name} cannot be decoded: {exc}", kind="invalid-image",
-                           field=name) from exc
+    except ImageError as exc:  # its message starts with `name` and says what is wrong
+        raise ProblemError(422, str(exc), kind="invalid-image", field=name) from exc
+    except Exception as exc:  # noqa: BLE001 - a decoder error: no library text reaches the user
+        logger.info("%s: decoder error %s: %s", name, type(exc).__name__, exc)
+        raise ProblemError(422, f"{name} cannot be decoded: its image data is corrupt or truncated",
+                           kind="invalid-image", field=name) from exc
     return _FORMAT_SUFFIX.get(fmt, ".img"), image
 
 
@@ -243,7 +250,10 @@ def check_class_names(class_names: list[str], settings: Settings, field: str = "
     seen: set[str] = set()
     for n, name in enumerate(class_names):
         entry = f"{field}[{n}]"
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str):
+            raise ProblemError(422, f"{entry} must be a string, not {json.dumps(name)[:40]}",
+                               kind="invalid-class-name", field=entry)
+        if not name.strip():
             raise ProblemError(422, f"{entry} is empty", kind="invalid-class-name", field=entry)
         if name in seen:
             raise ProblemError(422, f"{entry} {name[:60]!r} is a duplicate", kind="invalid-class-name",

@@ -46,11 +46,11 @@ def open_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_P
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: image is too large to decode safely ({exc})") from exc
+        raise ImageError(f"{name}: image is too large to decode safely (limit {max_pixels} pixels)") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not a decodable image; allowed formats: {', '.join(ALLOWED_FORMATS)}") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"{name}: image data is corrupt or truncated ({type(exc).__name__})") from exc
+        raise ImageError(f"{name}: image data is corrupt or truncated") from exc  # the decoder's text stays in __cause__
     return to_rgb(img, name)
 
 
@@ -60,9 +60,12 @@ def to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
     16-bit integer images are scaled by 1/257; 32-bit float images (mode ``"F"``, e.g. a float
     TIFF) by 255, since 1.0 is white in float images. A float image with values outside
     [0, 1] (or NaN, infinity) is refused rather than guessed: clipping turned [0, 1] data black.
+    32-bit integer images (mode ``"I"``) holding 16-bit values are scaled like 16-bit images;
+    with values outside [0, 65535] they have no standard white and are refused.
 
     Raises:
-        ImageError: a float image with values outside [0, 1]; `name` is used in the message.
+        ImageError: a float image with values outside [0, 1], or a 32-bit integer image outside
+            [0, 65535]; `name` is used in the message.
     """
     if img.mode == "RGB":
         return img
@@ -72,7 +75,13 @@ def to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L"):
+        img = img.point(lambda v: v / 257).convert("L")
+    elif img.mode == "I":  # 32-bit integers: 16-bit data in a wide container is scaled, else refused
+        pixels = np.asarray(img, dtype=np.int64)
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ImageError(f"{name}: 32-bit integer image with values from {pixels.min()} to {pixels.max()}; "
+                             "there is no standard white for it, so save it with 8 or 16 bits per channel")
         img = img.point(lambda v: v / 257).convert("L")
     return img.convert("RGB")
 
@@ -84,6 +93,7 @@ def _float_to_l(img: Image.Image, name: str) -> Image.Image:
         raise ImageError(f"{name}: 32-bit float image holds NaN or infinite values; float images must hold "
                          "values in [0, 1] (or save it with 8 or 16 bits per channel)")
     if pixels.size and (pixels.min() < 0.0 or pixels.max() > 1.0):
-        raise ImageError(f"{name}: 32-bit float image with values from {pixels.min():g} to {pixels.max():g}; "
+        raise ImageError(f"{name}: 32-bit float image with values from {float(pixels.min()):.9g} to "
+                         f"{float(pixels.max()):.9g}; "
                          "float images must hold values in [0, 1] (or save it with 8 or 16 bits per channel)")
     return Image.fromarray(np.rint(pixels * 255.0).astype(np.uint8))

@@ -376,7 +376,7 @@ def download_checkpoint(adaptation_id: str, session: SessionDep, tenant: TenantD
     job = get_owned(session, tenant, adaptation_id)
     if job.status != JobStatus.succeeded.value:
         raise ProblemError(409, f"adaptation is {job.status}; a checkpoint exists only once it "
-                           "succeeded", kind="not-ready", reason=job.status)
+                           "succeeded", kind="adapter-not-ready", reason=job.status)
     path = adapter_zip(blobs, tenant.id, job.id, job.attempt)
     return FileResponse(path, media_type="application/zip",
                         filename=f"adapter-{job.id}.zip")

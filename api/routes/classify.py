@@ -76,7 +76,8 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
             body = ClassifyJSON.model_validate(loads_bounded(raw, ""))
         except ValidationError as exc:
             err = exc.errors()[0]
-            field = ".".join(str(p) for p in err.get("loc", ())) or "body"
+            field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                            for p in err.get("loc", ())).lstrip(".") or "body"  # class_names[1], as elsewhere
             raise ProblemError(422, f"{field}: {err.get('msg')}", kind="validation-error",
                                field=field) from exc
         images = []
@@ -108,7 +109,7 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
             await form.close()
         class_names: list[str] | None = None
         if names_raw:
-            if len(names_raw) == 1 and names_raw[0].lstrip().startswith("["):
+            if len(names_raw) == 1 and names_raw[0].lstrip()[:1] in ("[", "{"):  # JSON: a list, or refused
                 try:
                     class_names = json.loads(names_raw[0])
                 except json.JSONDecodeError as exc:

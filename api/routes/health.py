@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api import ratelimit
 from api.problem import BACKBONE_UNAVAILABLE, PROBLEM_MEDIA_TYPE, ProblemError
 from service import queue
 from service.health import database_status
@@ -49,13 +50,17 @@ async def readyz(request: Request) -> JSONResponse:
 
 def _check_metrics_token(request: Request) -> None:
     """401 problem+json unless the request carries ``Bearer <metrics_token>`` (when one is set)."""
-    secret = request.app.state.settings.metrics_token
+    settings = request.app.state.settings
+    secret = settings.metrics_token
     token = secret.get_secret_value() if secret is not None else ""
     if not token:
         return
+    address = request.client.host if request.client else "unknown"
+    ratelimit.check_auth_failures(address, settings)  # wrong tokens count like wrong API keys
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
                                                              token.encode()):
+        ratelimit.record_auth_failure(address, settings)
         raise ProblemError(401, "GET /metrics needs 'Authorization: Bearer <token>' with the "
                            "token of MMLOP_METRICS_TOKEN", kind="unauthorized",
                            headers={"WWW-Authenticate": 'Bearer realm="mmlop-metrics"'})

@@ -87,6 +87,22 @@ def test_metrics_requires_the_bearer_token_when_set(file_weights_api):
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
 
 
+def test_wrong_metrics_tokens_count_as_failed_authentication(file_weights_api):
+    """Wrong /metrics tokens were unlimited (35 in a row all 401): they count per client address
+    like bad API keys, and past ``auth_failure_limit`` (30 per window) the address gets 429."""
+    guesser = {"X-Forwarded-For": "203.0.113.7"}  # uvicorn trusts the header from 127.0.0.1
+    with file_weights_api.client() as c:
+        codes = [c.get("/metrics", headers={**guesser, "Authorization": f"Bearer guess-{n}"}).status_code
+                 for n in range(31)]
+        assert codes[:30] == [401] * 30 and codes[30] == 429, codes
+        limited = c.get("/metrics", headers={**guesser, "Authorization": f"Bearer {METRICS_TOKEN}"})
+        body = assert_problem(limited, 429)
+        assert body["type"].endswith("/auth-rate-limited") and limited.headers["retry-after"]
+        other = c.get("/metrics", headers={"X-Forwarded-For": "203.0.113.8",
+                                           "Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert other.status_code == 200
+
+
 def test_metrics_expose_no_tenant_data(file_weights_api):
     stack = file_weights_api
     tenant_id, key, job = _foreign_adapter_job(stack)

@@ -156,7 +156,10 @@ def test_not_ready_adapter_is_409(pg_stack, tenant_factory):
             body = assert_problem(c.post(f"/classify/{job_id}",
                                          files=[("images", ("a.png", png, "image/png"))]), 409)
             assert body["reason"] == reason
-            assert assert_problem(c.get(f"/adaptations/{job_id}/checkpoint"), 409)["reason"] == reason
+            checkpoint = assert_problem(c.get(f"/adaptations/{job_id}/checkpoint"), 409)
+            assert checkpoint["reason"] == reason
+            # one state, one kind on every route (the checkpoint route said 'not-ready')
+            assert body["type"] == checkpoint["type"] and body["type"].endswith("/adapter-not-ready")
         assert "boom" in c.get(f"/adaptations/{failed}").json()["error"]
 
 

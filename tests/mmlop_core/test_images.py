@@ -79,3 +79,33 @@ def test_float_tiff_in_unit_range_is_scaled_to_8_bit():
 def test_float_tiff_outside_unit_range_is_refused(values):
     with pytest.raises(m.ImageError, match=r"scan\.tif: .*float.*\[0, 1\]"):
         m.open_image(_float_tiff(values), name="scan.tif")
+
+
+def test_a_value_just_above_one_is_shown_as_above_one():
+    """The refusal names the real maximum (it printed 1.0000001 as '1', as if in range)."""
+    with pytest.raises(m.ImageError, match=r"to 1\.0000001\d*;"):
+        m.open_image(_float_tiff([[0.5, 1.0000001]]), name="scan.tif")
+
+
+def _int32_tiff(values) -> bytes:
+    """A real 32-bit signed integer TIFF (Pillow mode "I") of `values`."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(values, dtype=np.int32)).save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+def test_int32_tiff_with_16_bit_values_is_scaled_like_16_bit():
+    data = _int32_tiff([[0, 32896, 65535]])
+    assert Image.open(io.BytesIO(data)).mode == "I"
+    img = m.open_image(data, name="depth.tif")
+    assert [img.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (128, 128, 128), (255, 255, 255)]
+
+
+@pytest.mark.parametrize("values", [[[0, 1_000_000]], [[-5, 100]]])
+def test_int32_tiff_beyond_16_bit_is_refused_not_whitened(values):
+    """Values 0..1e6 used to decode almost white (v / 257 clipped at 255): no standard white exists
+    for 32-bit integers, so the image is refused with the range it holds."""
+    with pytest.raises(m.ImageError, match=r"depth\.tif: 32-bit integer image with values from -?\d+ to \d+"):
+        m.open_image(_int32_tiff(values), name="depth.tif")

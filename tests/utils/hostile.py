@@ -100,6 +100,7 @@ def rejected_images() -> dict[str, tuple[bytes, str, int]]:
                         b'<rect width="10" height="10"/></svg>', "image/svg+xml", 422),
         "page.jpg": (b"<!DOCTYPE html><html><body>hi</body></html>", "image/jpeg", 422),
         "float_over_one.tif": (encode(Image.new("F", (16, 16), 7.5), "TIFF"), "image/tiff", 422),
+        "int32_wide.tif": (encode(Image.new("I", (16, 16), 1_000_000), "TIFF"), "image/tiff", 422),
         "photo.heic": (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64, "image/heic", 422),
         "bomb.png": (png_bomb(), "image/png", 413),
         "bomb.gif": (gif_bomb(), "image/gif", 413),
