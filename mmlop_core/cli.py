@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="MMLoP few-shot adaptation of a frozen CLIP backbone.")
@@ -35,6 +36,32 @@ def one_line_errors(fn):
         except OSError as exc:
             _fail(f"{exc.filename or ''}: {exc.strerror or exc}".strip(": "))
     return wrapper
+
+
+class OneLineCommand(TyperCommand):
+    """A bad option value (out of its range, not a number, missing) is one ``error:`` line and
+    exit status 2, like the library's errors (typer would print usage and a framed box)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as exc:  # typer's own click (typer._click), not the click package
+            _fail(exc.format_message())
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as exc:  # raised by the command itself (list options checked there)
+            _fail(exc.format_message())
+
+
+# Bounds of the integer options, checked where they are parsed (the config classes check them again).
+TOP_K_MAX = 1000  # as the API's classify (top_k 1..1000)
+SEED_MAX = 2**31 - 1  # TrainConfig.seed
+SHOTS_MAX = 100_000  # TrainConfig.shots
+EPOCHS_MAX = 1000  # TrainConfig.epochs
+BATCH_MAX = 4096  # TrainConfig.batch_size
+CLASSES_MAX = 100_000  # info --classes (the checkpoint it sizes is built in memory)
 
 
 def json_option(value: Optional[str], what: str) -> dict[str, Any]:
@@ -114,28 +141,28 @@ class _TrainLog:
             self._line(complete=self.last.step >= self.last.steps)
 
 
-@app.command()
+@app.command(cls=OneLineCommand)
 @one_line_errors
 def info(backbone: str = typer.Option("ViT-B-16", help="open_clip model name"),
          pretrained: str = typer.Option("openai", help="open_clip tag, local weights file, or 'none'"),
          preset: str = typer.Option("mmlop", help="adapter preset"),
-         classes: int = typer.Option(10, help="class count used for checkpoint_bytes"),
+         classes: int = typer.Option(10, min=1, max=CLASSES_MAX, help="class count used for checkpoint_bytes"),
          config: Optional[str] = typer.Option(None, help="adapter config overrides as JSON")) -> None:
     """Print the adapter's size as JSON (reads the model config only; no weights are loaded)."""
     from .info import adapter_info
     typer.echo(json.dumps(adapter_info(backbone, pretrained, preset, classes, json_option(config, "config")), indent=2))
 
 
-@app.command()
+@app.command(cls=OneLineCommand)
 @one_line_errors
 def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder of images per class"),
           out: Path = typer.Option(..., "--out", help="adapter directory to write"),
-          shots: int = typer.Option(16, help="images per class"),
-          epochs: int = typer.Option(20), seed: int = typer.Option(1),
+          shots: int = typer.Option(16, min=1, max=SHOTS_MAX, help="images per class"),
+          epochs: int = typer.Option(20, min=0, max=EPOCHS_MAX), seed: int = typer.Option(1, min=0, max=SEED_MAX),
           preset: str = typer.Option("mmlop"), backbone: str = typer.Option("ViT-B-16"),
           pretrained: str = typer.Option("openai"), device: str = typer.Option("auto"),
           lr: Optional[float] = typer.Option(None, help="peak learning rate (default 0.0025)"),
-          batch_size: Optional[int] = typer.Option(None, help="images per step (default 4)"),
+          batch_size: Optional[int] = typer.Option(None, min=1, max=BATCH_MAX, help="images per step (default 4)"),
           config: Optional[str] = typer.Option(None, help="adapter config overrides as JSON"),
           train_config: Optional[str] = typer.Option(None, help="extra train config fields as JSON")) -> None:
     """Train an adapter on DATA_DIR/<class name>/<images> and save it to --out."""
@@ -156,11 +183,11 @@ def train(data_dir: Path = typer.Argument(..., help="folder with one sub-folder 
                            "trainable_parameters": adapter.trainable_parameters, **adapter.metrics}))
 
 
-@app.command()
+@app.command(cls=OneLineCommand)
 @one_line_errors
 def classify(adapter_path: Path = typer.Argument(..., metavar="ADAPTER", help="adapter directory or exported .zip"),
              images: list[Path] = typer.Argument(..., metavar="IMAGE..."),
-             top_k: int = typer.Option(5, "--top-k"),
+             top_k: int = typer.Option(5, "--top-k", min=1, max=TOP_K_MAX, help=f"labels per image (1 to {TOP_K_MAX})"),
              pretrained: Optional[str] = typer.Option(None, help="weights source; default: the adapter's"),
              class_names: Optional[str] = typer.Option(None, help="comma-separated open-vocabulary class names"),
              device: str = typer.Option("auto"),
@@ -181,16 +208,17 @@ def classify(adapter_path: Path = typer.Argument(..., metavar="ADAPTER", help="a
         typer.echo(f"{p}: " + ", ".join(f"{r.label} ({r.score:.3f})" for r in res))
 
 
-@app.command("pretrain-tiny")
+@app.command("pretrain-tiny", cls=OneLineCommand)
 @one_line_errors
 def pretrain_tiny(out: Path = typer.Option(..., "--out", help="fp16 .safetensors file to write"),
                   epochs: float = typer.Option(1.5, help="passes over the train photos"),
-                  batch_size: int = typer.Option(256, help="photo-caption pairs per step"),
-                  seed: int = typer.Option(0), threads: int = typer.Option(0, help="torch CPU threads (0 = default)"),
-                  max_steps: Optional[int] = typer.Option(None, help="stop after this many steps (smoke test)"),
-                  holdout: int = typer.Option(2000, help="train photos kept out for the zero-shot check"),
-                  max_photos: Optional[int] = typer.Option(None, help="train on the first N photos (smoke test)"),
-                  eval_every: int = typer.Option(0, help="log the holdout zero-shot accuracy every N steps"),
+                  batch_size: int = typer.Option(256, min=2, max=65536, help="photo-caption pairs per step"),
+                  seed: int = typer.Option(0, min=0, max=SEED_MAX),
+                  threads: int = typer.Option(0, min=0, max=1024, help="torch CPU threads (0 = default)"),
+                  max_steps: Optional[int] = typer.Option(None, min=1, max=10**9, help="stop after this many steps (smoke test)"),
+                  holdout: int = typer.Option(2000, min=0, max=59_000, help="train photos kept out for the zero-shot check"),
+                  max_photos: Optional[int] = typer.Option(None, min=1, max=10**9, help="train on the first N photos (smoke test)"),
+                  eval_every: int = typer.Option(0, min=0, max=10**7, help="log the holdout zero-shot accuracy every N steps"),
                   label_rate: float = typer.Option(0.3, help="share of captions using a label word"),
                   loose_rate: float = typer.Option(0.5, help="of those, the share using a neighbouring class's word"),
                   generic_rate: float = typer.Option(0.1, help="share of captions naming the group, not the class"),

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from typer.core import TyperCommand
-
-from ..cli import json_option, one_line_errors
+from ..cli import EPOCHS_MAX, SEED_MAX, SHOTS_MAX, OneLineCommand, json_option, one_line_errors
 
 _MULTI = ("--seeds", "--shots", "--datasets", "--presets", "--targets")
 
 
-class _ListCommand(TyperCommand):
+class _ListCommand(OneLineCommand):
     """Lets list options take several values after one flag: ``--seeds 1 2 3`` becomes
     ``--seeds 1 --seeds 2 --seeds 3`` before click parses it."""
 
@@ -50,13 +48,15 @@ def _items(values: Optional[list[str]]) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
-def _ints(values: Optional[list[str]], what: str) -> list[int]:
+def _ints(values: Optional[list[str]], what: str, lo: int, hi: int) -> list[int]:
     out = []
     for v in _items(values):
         try:
             out.append(int(v))
         except ValueError:
             raise typer.BadParameter(f"{v!r} is not an integer", param_hint=f"--{what}") from None
+        if not lo <= out[-1] <= hi:
+            raise typer.BadParameter(f"{v} is not in the range {lo}<=x<={hi}", param_hint=f"--{what}")
     if not out:
         raise typer.BadParameter("give at least one value", param_hint=f"--{what}")
     return list(dict.fromkeys(out))
@@ -95,10 +95,10 @@ OUT = typer.Option(Path("eval-out"), "--out", help="output directory: cells, ada
 BACKBONE = typer.Option("ViT-B-16", "--backbone", help="open_clip model name")
 PRETRAINED = typer.Option("openai", "--pretrained", help="open_clip tag, local weights file, or 'none'")
 DEVICE = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto")
-EPOCHS = typer.Option(None, "--epochs", min=0, help="training epochs (default: 20 base2novel/xd, 50 fewshot)")
+EPOCHS = typer.Option(None, "--epochs", min=0, max=EPOCHS_MAX, help="training epochs (default: 20 base2novel/xd, 50 fewshot)")
 PRECISION = typer.Option("auto", "--precision", help="auto (bf16 on CUDA), bf16, fp16 or fp32")
-EVAL_BS = typer.Option(64, "--eval-batch-size", min=1, help="test images per forward")
-WORKERS = typer.Option(0, "--workers", min=0, help="processes decoding test images")
+EVAL_BS = typer.Option(64, "--eval-batch-size", min=1, max=65536, help="test images per forward")
+WORKERS = typer.Option(0, "--workers", min=0, max=1024, help="processes decoding test images")
 QUIET = typer.Option(False, "--quiet", help="no progress (bars on a terminal, one line per cell elsewhere)")
 CONFIG = typer.Option(None, "--config", help="adapter config overrides as JSON (applied to every preset)")
 TRAIN_CONFIG = typer.Option(None, "--train-config", help="extra train config fields as JSON, e.g. {\"lr\": 0.002}")
@@ -116,7 +116,7 @@ def _datasets(values: Optional[list[str]]) -> list[str]:
 @one_line_errors
 def base2novel(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASETS, seeds: list[str] = SEEDS,
                preset: str = typer.Option("mmlop", "--preset", help="adapter preset (mmlop, ivlp, coop, zeroshot, ...)"),
-               shots: int = typer.Option(16, "--shots", min=1, help="training images per base class"),
+               shots: int = typer.Option(16, "--shots", min=1, max=SHOTS_MAX, help="training images per base class"),
                out: Path = OUT, backbone: str = BACKBONE, pretrained: str = PRETRAINED, device: str = DEVICE,
                epochs: Optional[int] = EPOCHS, precision: str = PRECISION, eval_batch_size: int = EVAL_BS,
                workers: int = WORKERS, quiet: bool = QUIET, config: Optional[str] = CONFIG,
@@ -126,7 +126,7 @@ def base2novel(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATA
     from .runner import Harness
     s = _settings(data_root, out, backbone, pretrained, device, epochs, precision, eval_batch_size, workers, quiet,
                   config, train_config)
-    names, seed_list = _datasets(datasets), _ints(seeds, "seeds")
+    names, seed_list = _datasets(datasets), _ints(seeds, "seeds", 0, SEED_MAX)
     harness = Harness(s)
     results = harness.base2novel(names, seed_list, [preset], shots)
     meta = _meta(s, "base2novel", names, seed_list, shots, preset)
@@ -151,7 +151,7 @@ def fewshot(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASET
     from .runner import Harness
     s = _settings(data_root, out, backbone, pretrained, device, epochs, precision, eval_batch_size, workers, quiet,
                   config, train_config)
-    names, seed_list, shot_list = _datasets(datasets), _ints(seeds, "seeds"), _ints(shots, "shots")
+    names, seed_list, shot_list = _datasets(datasets), _ints(seeds, "seeds", 0, SEED_MAX), _ints(shots, "shots", 1, SHOTS_MAX)
     if any(k < 1 for k in shot_list):
         raise typer.BadParameter("shots must be >= 1", param_hint="--shots")
     harness = Harness(s)
@@ -170,7 +170,7 @@ def xd(data_root: Path = DATA_ROOT, seeds: list[str] = SEEDS,
                                                    "imagenet_sketch, imagenet_a, imagenet_r)"),
        source: str = typer.Option("imagenet", "--source", help="training dataset (all classes)"),
        preset: str = typer.Option("mmlop", "--preset", help="adapter preset"),
-       shots: int = typer.Option(16, "--shots", min=1, help="training images per class"),
+       shots: int = typer.Option(16, "--shots", min=1, max=SHOTS_MAX, help="training images per class"),
        out: Path = OUT, backbone: str = BACKBONE, pretrained: str = PRETRAINED, device: str = DEVICE,
        epochs: Optional[int] = EPOCHS, precision: str = PRECISION, eval_batch_size: int = EVAL_BS,
        workers: int = WORKERS, quiet: bool = QUIET, config: Optional[str] = CONFIG,
@@ -185,7 +185,7 @@ def xd(data_root: Path = DATA_ROOT, seeds: list[str] = SEEDS,
     from .datasets import FMNIST_TARGETS
     default_targets = FMNIST_TARGETS if resolve_dataset_name(source) == "fmnist" else IMAGENET_VARIANTS
     target_list = list(dict.fromkeys(resolve_dataset_name(t) for t in (_items(targets) or default_targets)))
-    seed_list = _ints(seeds, "seeds")
+    seed_list = _ints(seeds, "seeds", 0, SEED_MAX)
     harness = Harness(s)
     result = harness.xd(seed_list, preset, shots, resolve_dataset_name(source), target_list)
     meta = _meta(s, "xd", [resolve_dataset_name(source), *target_list], seed_list, shots, preset)
@@ -200,7 +200,7 @@ def xd(data_root: Path = DATA_ROOT, seeds: list[str] = SEEDS,
 def ablation(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASETS, seeds: list[str] = SEEDS,
              presets: Optional[list[str]] = typer.Option(None, "--presets", help="presets compared (default: mmlop, "
                                                          "mmlop-fullrank, mmlop-nolscl, mmlop-noudc, mmlop-noshare, ivlp)"),
-             shots: int = typer.Option(16, "--shots", min=1, help="training images per base class"),
+             shots: int = typer.Option(16, "--shots", min=1, max=SHOTS_MAX, help="training images per base class"),
              out: Path = OUT, backbone: str = BACKBONE, pretrained: str = PRETRAINED, device: str = DEVICE,
              epochs: Optional[int] = EPOCHS, precision: str = PRECISION, eval_batch_size: int = EVAL_BS,
              workers: int = WORKERS, quiet: bool = QUIET, config: Optional[str] = CONFIG,
@@ -214,7 +214,7 @@ def ablation(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASE
     preset_list = list(dict.fromkeys(_items(presets) or ABLATION_PRESETS))
     for p in preset_list:
         AdapterConfig.from_preset(p)  # unknown preset -> ConfigError before any work
-    names, seed_list = _datasets(datasets), _ints(seeds, "seeds")
+    names, seed_list = _datasets(datasets), _ints(seeds, "seeds", 0, SEED_MAX)
     harness = Harness(s)
     results = harness.base2novel(names, seed_list, preset_list, shots)
     meta = _meta(s, "base2novel", names, seed_list, shots, None)
@@ -224,14 +224,14 @@ def ablation(data_root: Path = DATA_ROOT, datasets: Optional[list[str]] = DATASE
                              f"HM {r['average']['hm']:.2f}" for p, r in results.items()])
 
 
-@eval_app.command("prepare-fmnist")
+@eval_app.command("prepare-fmnist", cls=OneLineCommand)
 @one_line_errors
 def prepare_fmnist(out: Path = typer.Argument(..., help="data root to write (then --data-root OUT)"),
                    source: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"), "--source",
                                                help="Fashion-MNIST IDX folder (Debian dataset-fashion-mnist)"),
-                   train_per_class: Optional[int] = typer.Option(None, "--train-per-class", min=1,
+                   train_per_class: Optional[int] = typer.Option(None, "--train-per-class", min=1, max=10**9,
                                                                  help="keep the first N train photos per class"),
-                   test_per_class: Optional[int] = typer.Option(None, "--test-per-class", min=1,
+                   test_per_class: Optional[int] = typer.Option(None, "--test-per-class", min=1, max=10**9,
                                                                 help="keep the first N test photos per class"),
                    quiet: bool = QUIET) -> None:
     """Write the Fashion-MNIST mini benchmark (fmnist + shifted test domains) in CoOp's layout."""

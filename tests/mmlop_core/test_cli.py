@@ -46,15 +46,47 @@ def test_info_prints_trainable_parameters_for_vit_b16(preset, expected):
     (["info", "--config", "{bad"], "error: --config is not valid JSON"),
     (["train", "/nonexistent", "--out", "/tmp/x"], "error: data directory '/nonexistent' does not exist"),
     (["classify", "/nonexistent", "x.png"], "error: adapter path '/nonexistent' does not exist"),
-    (["info", "--classes", "0"], "error: classes="),
+    (["info", "--classes", "0"], "error: Invalid value for '--classes'"),
     # the tiny backbone's shipped tag is not ViT-B-16's weights; info used to echo it back
     (["info", "--backbone", "ViT-B-16", "--pretrained", "fmnist"], "neither a file nor an open_clip tag for ViT-B-16"),
     (["info", "--pretrained", "/nonexistent/ViT-B-16.pt"], "does not exist"),
-    (["train", "/nonexistent", "--out", "/tmp/x", "--shots", "0"], "error: shots=0 is out of range"),
+    (["train", "/nonexistent", "--out", "/tmp/x", "--shots", "0"], "error: Invalid value for '--shots'"),
+    # every integer option is bounded where it is parsed, as the API bounds top_k (1..1000); a huge
+    # --top-k used to be accepted silently (exit 0)
+    (["classify", "/nonexistent", "x.png", "--top-k", "99999999999999999999"], "--top-k"),
+    (["classify", "/nonexistent", "x.png", "--top-k", "1001"], "--top-k"),
+    (["classify", "/nonexistent", "x.png", "--top-k", "0"], "--top-k"),
+    (["classify", "/nonexistent", "x.png", "--top-k", "many"], "--top-k"),
+    (["train", "/nonexistent", "--out", "/tmp/x", "--shots", "99999999999999999999"], "--shots"),
+    (["train", "/nonexistent", "--out", "/tmp/x", "--epochs", "-1"], "--epochs"),
+    (["train", "/nonexistent", "--out", "/tmp/x", "--epochs", "1001"], "--epochs"),
+    (["train", "/nonexistent", "--out", "/tmp/x", "--seed", str(2**31)], "--seed"),
+    (["train", "/nonexistent", "--out", "/tmp/x", "--seed", "-1"], "--seed"),
+    (["train", "/nonexistent", "--out", "/tmp/x", "--batch-size", "0"], "--batch-size"),
+    (["train", "/nonexistent", "--out", "/tmp/x", "--batch-size", "4097"], "--batch-size"),
+    (["info", "--classes", "99999999999999999999"], "--classes"),
+    (["info", "--classes", "-3"], "--classes"),
+    (["pretrain-tiny", "--out", "/tmp/x.safetensors", "--batch-size", "1"], "--batch-size"),
+    (["pretrain-tiny", "--out", "/tmp/x.safetensors", "--seed", "-1"], "--seed"),
+    (["pretrain-tiny", "--out", "/tmp/x.safetensors", "--threads", "99999999999999999999"], "--threads"),
+    (["pretrain-tiny", "--out", "/tmp/x.safetensors", "--max-steps", "0"], "--max-steps"),
+    (["pretrain-tiny", "--out", "/tmp/x.safetensors", "--holdout", "59001"], "--holdout"),
+    (["pretrain-tiny", "--out", "/tmp/x.safetensors", "--max-photos", "0"], "--max-photos"),
+    (["pretrain-tiny", "--out", "/tmp/x.safetensors", "--eval-every", "-1"], "--eval-every"),
+    (["eval", "base2novel", "--data-root", "/nonexistent", "--shots", "0"], "--shots"),
+    (["eval", "base2novel", "--data-root", "/nonexistent", "--epochs", "99999999999999999999"], "--epochs"),
+    (["eval", "fewshot", "--data-root", "/nonexistent", "--eval-batch-size", "0"], "--eval-batch-size"),
+    (["eval", "xd", "--data-root", "/nonexistent", "--workers", "99999999999999999999"], "--workers"),
+    (["eval", "ablation", "--data-root", "/nonexistent", "--shots", "99999999999999999999"], "--shots"),
+    (["eval", "fewshot", "--data-root", "/nonexistent", "--shots", "4", "0"], "--shots"),
+    (["eval", "fewshot", "--data-root", "/nonexistent", "--seeds", "1,99999999999999999999"], "--seeds"),
+    (["eval", "prepare-fmnist", "/tmp/x", "--train-per-class", "0"], "--train-per-class"),
+    (["eval", "prepare-fmnist", "/tmp/x", "--test-per-class", "99999999999999999999"], "--test-per-class"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment):
     code, out = _invoke(*args)
-    assert code == 2 and fragment in out and "Traceback" not in out
+    assert code == 2 and fragment in out and "Traceback" not in out, out
+    assert out.strip().splitlines() == [out.strip()] and out.startswith("error: "), out
 
 
 def test_train_refuses_a_single_class(tmp_path):
