@@ -150,9 +150,11 @@ def _create(name: str, pretrained: str, cache_dir: str | None, seed: int) -> tup
         quick_gelu = bool(cfg.get("quick_gelu", False))
         source = weights_source(cfg, cache_dir)
         if source.cached is None and not reachable(source.host, source.port):  # fail fast: open_clip would retry for ~1 min
-            log.error("cannot fetch %s weights %r: %s is unreachable and they are not in the local cache",
-                      name, pretrained, source.host)
-            raise BackboneUnavailableError(_no_weights_message(name, pretrained, f"{source.host} is unreachable"))
+            # info, not error: the message says it all, and the CLI prints it as its one error line
+            log.info("cannot fetch %s weights %r: %s is unreachable and they are not in the local cache",
+                     name, pretrained, source.host)
+            raise BackboneUnavailableError(_no_weights_message(
+                name, pretrained, f"{source.host} is unreachable and they are not in the local cache"))
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=quick_gelu)
@@ -164,7 +166,7 @@ def _create(name: str, pretrained: str, cache_dir: str | None, seed: int) -> tup
                 f"(e.g. mmlop-tiny's for {name}); use a checkpoint of {name}, or 'none' for a functional "
                 f"demo") from exc
         log.error("loading %s weights %r failed: %s: %s", name, pretrained, type(exc).__name__, exc)
-        raise BackboneUnavailableError(_no_weights_message(name, pretrained, "the download failed")) from exc
+        raise BackboneUnavailableError(_no_weights_message(name, pretrained, "the download failed (details in the log)")) from exc
     return model, preprocess
 
 
@@ -178,7 +180,7 @@ def _first_sentence(text: str, limit: int = 200) -> str:
 
 def _no_weights_message(name: str, pretrained: str, why: str) -> str:
     """One complete message naming every setting that fixes missing weights (issue 12 D.15)."""
-    return (f"could not load {name} weights {pretrained!r}: {why} (details in the log). Fix: point "
+    return (f"could not load {name} weights {pretrained!r}: {why}. Fix: point "
             f"MMLOP_PRETRAINED (CLI: --pretrained) at a local {name} checkpoint file, or use the offline tiny "
             f"backbone shipped with the library (MMLOP_BACKBONE={TINY_MODEL} MMLOP_PRETRAINED=fmnist; CLI: "
             f"--backbone {TINY_MODEL} --pretrained fmnist), or 'none' for random weights (a functional demo)")

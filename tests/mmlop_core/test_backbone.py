@@ -88,7 +88,7 @@ def test_an_unreachable_hub_fails_at_once_with_one_whole_message_naming_the_fixe
     assert "127.0.0.1 is unreachable" in message and message.endswith("(a functional demo)"), message
     for fix in ("MMLOP_PRETRAINED", "--pretrained", "MMLOP_BACKBONE=mmlop-tiny MMLOP_PRETRAINED=fmnist"):
         assert fix in message, message
-    assert "Retrying" not in proc.stderr and proc.stderr.count("unreachable") == 1, proc.stderr
+    assert "Retrying" not in proc.stderr and "unreachable" not in proc.stderr, proc.stderr  # no log line besides
 
 
 def test_weights_in_the_local_cache_are_found_without_the_network(tmp_path):

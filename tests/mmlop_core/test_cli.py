@@ -205,3 +205,26 @@ def test_train_on_a_terminal_draws_a_progress_bar(tmp_path):
     assert proc.returncode == 0, bar
     assert "\r" in bar and "12/12" in bar and "epoch 1/3 step" not in bar
     assert json.loads(stdout.decode().splitlines()[-1])["steps"] == 12
+
+
+def test_train_with_an_unreachable_hub_prints_one_error_line(tmp_path):
+    """README: a failure is one `error:` line. Without network, `mmlop train --pretrained openai`
+    used to print an `ERROR mmlop_core.backbone: cannot fetch ...` log line before it."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    for cls in sorted(p for p in TRAIN_DIR.iterdir() if p.is_dir())[:2]:
+        (data / cls.name).mkdir(parents=True)
+        for photo in sorted(cls.glob("*.png"))[:2]:
+            (data / cls.name / photo.name).write_bytes(photo.read_bytes())
+    code = "import sys; from service.console import main; sys.argv[0] = 'mmlop'; main()"
+    proc = subprocess.run([sys.executable, "-c", code, "train", str(data), "--out", str(tmp_path / "x"),
+                           "--backbone", "ViT-B-16", "--pretrained", "openai", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120,
+                          env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+                               "PATH": "/usr/bin:/bin"})
+    out = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode == 2, out
+    assert out.splitlines() == [out] and out.startswith("error: ") and "unreachable" in out, out
+    assert not (tmp_path / "x").exists()
