@@ -24,7 +24,7 @@ from .backbone import Backbone
 from .config import AdapterConfig, Precision, TextInit, TrainConfig
 from .data import BatchAugment, sample_few_shot
 from .encoders import encode_image
-from .errors import DataError, NonFiniteOutputError, TimeBudgetExceeded, TrainingCanceled
+from .errors import ConfigError, DataError, NonFiniteOutputError, TimeBudgetExceeded, TrainingCanceled
 from .features import (check_names_read_apart, frozen_class_features, prompted_class_features, served_class_features,
                        tokenize)
 from .images import to_rgb
@@ -107,7 +107,11 @@ def build_prompts(backbone: Backbone, config: AdapterConfig) -> LowRankPrompts:
     prompts = LowRankPrompts(config, backbone.text_width, backbone.vision_width,
                              backbone.text_layers, backbone.vision_layers)
     if config.text_init is TextInit.WORDS:
-        tokens = tokenize(backbone, [config.init_words]).cpu()
+        try:
+            tokens = tokenize(backbone, [config.init_words]).cpu()
+        except DataError:  # tokenize's message blames a class name
+            raise ConfigError(f"init_words={config.init_words[:60]!r}... is longer than the backbone's text context; "
+                              f"shorten it (only its first n_ctx={config.n_ctx} tokens are used)") from None
         words = tokens[0, 1:int(tokens[0].argmax())]  # ids between start and end of text
         if len(words) >= config.n_ctx:  # reference IVLP: `if ctx_init and n_ctx <= 4`, else random
             with torch.no_grad():

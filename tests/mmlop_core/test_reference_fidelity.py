@@ -87,3 +87,10 @@ def test_names_that_tokenise_the_same_are_refused_in_training_and_open_vocabular
     with pytest.raises(m.DataError, match="read the same to the text encoder"):
         m.Predictor(tiny_backbone()).classify(quick_adapter("mmlop", classes=3), fashion("test")[0][:1],
                                               class_names=[*names, "coat"])
+
+
+def test_init_words_over_the_text_context_are_a_config_error_naming_them():
+    """The words init tokenises init_words alone; too many words used to fail as a DataError
+    telling the user to shorten the class name (issue 12 C.6's kind)."""
+    with pytest.raises(m.ConfigError, match="init_words="):
+        build_prompts(tiny_backbone(), m.AdapterConfig.from_preset("ivlp", init_words=" ".join(["word"] * 100)))
