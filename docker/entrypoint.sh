@@ -14,6 +14,8 @@ case "${1:-}" in
         # One worker process per GPU: --concurrency 1.
         set -- celery -A worker.celery_app worker --concurrency 1 \
             -Q "${MMLOP_TASK_QUEUE:-mmlop}" --loglevel INFO "$@"
+        # celery's start-up banner is plain text: left out when the logs are JSON
+        [ "${MMLOP_LOG_FORMAT:-text}" = json ] && set -- "$@" --quiet
         ;;
     migrate)
         shift

@@ -23,7 +23,12 @@ from service.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+    if get_settings().log_format == "json":  # one JSON object per line, like the API and worker
+        from service.logs import configure_logging
+
+        configure_logging("json", get_settings().log_level)
+    else:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
 

@@ -31,7 +31,16 @@ port="${MMLOP_PORT:-8000}"
 log_level="${MMLOP_LOG_LEVEL:-info}"
 stop_timeout="${MMLOP_STOP_TIMEOUT:-20}"
 
-log() { printf '[run_embedded] %s\n' "$*" >&2; }
+log() {  # one line; a JSON object when MMLOP_LOG_FORMAT=json, like the API's and worker's lines
+    if [[ "${MMLOP_LOG_FORMAT:-text}" == json ]]; then
+        local msg=${*//\\/\\\\}
+        msg=${msg//\"/\\\"}
+        printf '{"time": "%s", "level": "INFO", "logger": "run_embedded", "message": "%s"}\n' \
+            "$(date -u +%Y-%m-%dT%H:%M:%S)" "$msg" >&2
+    else
+        printf '[run_embedded] %s\n' "$*" >&2
+    fi
+}
 
 if [[ ! -x "$py" ]]; then
     log "no Python at $py; run 'make venv' first or set PYTHON"
@@ -144,8 +153,10 @@ pids+=("$!")
 names+=("api")
 
 log "starting worker (concurrency 1, queue $queue)"
+quiet=()  # celery's start-up banner is plain text: left out when the logs are JSON
+[[ "${MMLOP_LOG_FORMAT:-text}" == json ]] && quiet=(--quiet)
 "$py" -m celery -A worker.celery_app worker --concurrency 1 -Q "$queue" \
-    --loglevel "$log_level" --hostname "embedded@%h" </dev/null &
+    --loglevel "$log_level" --hostname "embedded@%h" "${quiet[@]}" </dev/null &
 pids+=("$!")
 names+=("worker")
 

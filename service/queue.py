@@ -66,8 +66,11 @@ def producer_app() -> Celery:
 
 def enqueue_training(job_id: str) -> None:
     """Send the training task for ``job_id`` (the task re-reads everything from the DB)."""
+    from service.logs import job_context
+
     producer_app().send_task(TRAIN_TASK_NAME, args=[job_id], queue=get_settings().task_queue)
-    logger.info("enqueued %s for job %s", TRAIN_TASK_NAME, job_id)
+    with job_context(job_id):
+        logger.info("enqueued %s for job %s", TRAIN_TASK_NAME, job_id)
 
 
 def queue_depth() -> int | None:

@@ -66,3 +66,23 @@ def test_celerys_task_succeeded_line_is_not_written(restore_logging, capsys):
         "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s",
         {"name": "mmlop.train_adaptation", "id": "x", "runtime": 1.0, "return_value": "'canceled'"})
     assert capsys.readouterr().err == ""
+
+
+def test_migrations_log_json_when_the_logs_are_json(tmp_path):
+    """With MMLOP_LOG_FORMAT=json, `alembic upgrade head` (run by `make run` and the container's
+    `migrate`) writes JSON objects too: its lines were alembic's own plain-text format."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "MMLOP_LOG_FORMAT": "json", "MMLOP_DATABASE_URL": f"sqlite:///{tmp_path}/m.db",
+           "PYTHONPATH": str(repo)}
+    proc = subprocess.run([sys.executable, "-m", "alembic", "-c", str(repo / "alembic.ini"), "upgrade", "head"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert any("Running upgrade" in json.loads(line)["message"] for line in lines), lines
+    for line in lines:
+        assert json.loads(line)["logger"].startswith("alembic"), line
