@@ -6,7 +6,6 @@ It has its own PostgreSQL database and task queue on the shared servers, and no 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -29,25 +28,10 @@ LIMITS = {
 def hostile_stack(tmp_path_factory: pytest.TempPathFactory,
                   redis_broker_url: str) -> Iterator["Stack"]:  # noqa: F821
     """uvicorn with the small ``LIMITS`` on its own database; no worker."""
-    from utils.stack import (REDIS_TEST_DB, Stack, base_env, create_pg_database,
-                             delete_redis_queue, drop_pg_database)
+    from utils.stack import own_pg_stack
 
-    pg_database_url = create_pg_database()
-
-    cwd = tmp_path_factory.mktemp("hostile")
-    queue = f"mmlop-hostile-{uuid.uuid4().hex[:8]}"
-    env = base_env({"MMLOP_DATABASE_URL": pg_database_url, "MMLOP_BROKER_URL": redis_broker_url,
-                    "MMLOP_BLOB_ROOT": str(cwd / "blobs"), "MMLOP_TASK_QUEUE": queue, **LIMITS})
-    stack = Stack(env=env, cwd=cwd, database_url=pg_database_url, blob_root=cwd / "blobs")
-    try:
-        stack.migrate()
-        stack.start_api()
-        stack.wait_ready()
+    with own_pg_stack(tmp_path_factory.mktemp("hostile"), redis_broker_url, LIMITS) as stack:
         yield stack
-    finally:
-        stack.stop()
-        delete_redis_queue(REDIS_TEST_DB, queue)
-        drop_pg_database(pg_database_url)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 
 import pytest
 
@@ -26,25 +25,11 @@ WINDOW_S = 3600
 @pytest.fixture(scope="module")
 def throttled_stack(tmp_path_factory, redis_broker_url):
     """API only, own PostgreSQL database and queue, at most ``LIMIT`` bad keys per address an hour."""
-    from utils.stack import (REDIS_TEST_DB, Stack, base_env, create_pg_database,
-                             delete_redis_queue, drop_pg_database)
+    from utils.stack import own_pg_stack
 
-    url = create_pg_database()
-    cwd = tmp_path_factory.mktemp("auth_throttle")
-    queue = f"mmlop-authfail-{uuid.uuid4().hex[:8]}"
-    env = base_env({"MMLOP_DATABASE_URL": url, "MMLOP_BROKER_URL": redis_broker_url,
-                    "MMLOP_BLOB_ROOT": str(cwd / "blobs"), "MMLOP_TASK_QUEUE": queue,
-                    "MMLOP_AUTH_FAILURE_LIMIT": str(LIMIT), "MMLOP_AUTH_FAILURE_WINDOW_S": str(WINDOW_S)})
-    stack = Stack(env=env, cwd=cwd, database_url=url, blob_root=cwd / "blobs")
-    try:
-        stack.migrate()
-        stack.start_api()
-        stack.wait_ready()
+    with own_pg_stack(tmp_path_factory.mktemp("auth_throttle"), redis_broker_url,
+                      {"MMLOP_AUTH_FAILURE_LIMIT": str(LIMIT), "MMLOP_AUTH_FAILURE_WINDOW_S": str(WINDOW_S)}) as stack:
         yield stack
-    finally:
-        stack.stop()
-        delete_redis_queue(REDIS_TEST_DB, queue)
-        drop_pg_database(url)
 
 
 def _address() -> str:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,6 +199,32 @@ class Stack:
             except (ProcessLookupError, PermissionError):
                 pass
             proc.wait()
+
+
+@contextmanager
+def own_pg_stack(cwd: Path, redis_broker_url: str, extra: dict[str, str],
+                 worker_concurrency: int | None = None) -> Iterator[Stack]:
+    """uvicorn (and a worker of ``worker_concurrency`` processes, when given) on a PostgreSQL
+    database and a Redis queue of its own, migrated and ready; both are removed afterwards.
+
+    ``extra`` adds ``MMLOP_*`` settings to the environment (limits, budgets, intervals).
+    """
+    database_url = create_pg_database()
+    queue = f"mmlop-test-{uuid.uuid4().hex[:10]}"
+    env = base_env({"MMLOP_DATABASE_URL": database_url, "MMLOP_BROKER_URL": redis_broker_url,
+                    "MMLOP_BLOB_ROOT": str(cwd / "blobs"), "MMLOP_TASK_QUEUE": queue, **extra})
+    stack = Stack(env=env, cwd=cwd, database_url=database_url, blob_root=cwd / "blobs")
+    try:
+        stack.migrate()
+        if worker_concurrency is not None:
+            stack.start_worker(concurrency=worker_concurrency)
+        stack.start_api()
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
+        delete_redis_queue(REDIS_TEST_DB, queue)
+        drop_pg_database(database_url)
 
 
 def wait_for_status(client: httpx.Client, job_id: str, statuses: set[str],

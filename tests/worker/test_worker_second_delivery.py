@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from celery import Celery
 
 from service.jobs import TRAIN_TASK_NAME
 from utils.factories import image_multipart, make_tenant, photos, read_adaptation
-from utils.stack import (REDIS_TEST_DB, Stack, base_env, create_pg_database, delete_redis_queue,
-                         drop_pg_database, wait_for_status)
+from utils.stack import Stack, own_pg_stack, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -38,24 +36,10 @@ CLASSES = ["bag", "coat", "sandal", "trouser"]
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_broker_url: str) -> Iterator[Stack]:
     """API + a two-process worker on a database and queue of their own, reconciler every second."""
-    cwd = tmp_path_factory.mktemp("second_delivery")
-    database_url = create_pg_database()
-    queue = f"mmlop-test-{uuid.uuid4().hex[:10]}"
-    env = base_env({"MMLOP_DATABASE_URL": database_url, "MMLOP_BROKER_URL": redis_broker_url,
-                    "MMLOP_BLOB_ROOT": str(cwd / "blobs"), "MMLOP_TASK_QUEUE": queue,
-                    "MMLOP_RECONCILE_INTERVAL_S": "1",
-                    "MMLOP_JOB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S)})
-    s = Stack(env=env, cwd=cwd, database_url=database_url, blob_root=cwd / "blobs")
-    try:
-        s.migrate()
-        s.start_worker(concurrency=2)
-        s.start_api()
-        s.wait_ready()
+    with own_pg_stack(tmp_path_factory.mktemp("second_delivery"), redis_broker_url,
+                      {"MMLOP_RECONCILE_INTERVAL_S": "1", "MMLOP_JOB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S)},
+                      worker_concurrency=2) as s:
         yield s
-    finally:
-        s.stop()
-        delete_redis_queue(REDIS_TEST_DB, queue)
-        drop_pg_database(database_url)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,12 @@ worker). Now it fails at once, in attempt 1, saying why.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from utils.factories import image_multipart, make_tenant, photos, read_adaptation
-from utils.stack import (REDIS_TEST_DB, Stack, base_env, create_pg_database, delete_redis_queue,
-                         drop_pg_database, wait_for_status)
+from utils.stack import Stack, own_pg_stack, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -25,23 +23,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_broker_url: str) -> Iterator[Stack]:
     """API + worker with a one-second job budget, on a database and queue of their own."""
-    cwd = tmp_path_factory.mktemp("time_budget")
-    database_url = create_pg_database()
-    queue = f"mmlop-test-{uuid.uuid4().hex[:10]}"
-    env = base_env({"MMLOP_DATABASE_URL": database_url, "MMLOP_BROKER_URL": redis_broker_url,
-                    "MMLOP_BLOB_ROOT": str(cwd / "blobs"), "MMLOP_TASK_QUEUE": queue,
-                    "MMLOP_JOB_MAX_SECONDS": "1", "MMLOP_VISIBILITY_TIMEOUT": "62"})
-    s = Stack(env=env, cwd=cwd, database_url=database_url, blob_root=cwd / "blobs")
-    try:
-        s.migrate()
-        s.start_worker()
-        s.start_api()
-        s.wait_ready()
+    with own_pg_stack(tmp_path_factory.mktemp("time_budget"), redis_broker_url,
+                      {"MMLOP_JOB_MAX_SECONDS": "1", "MMLOP_VISIBILITY_TIMEOUT": "62"}, worker_concurrency=1) as s:
         yield s
-    finally:
-        s.stop()
-        delete_redis_queue(REDIS_TEST_DB, queue)
-        drop_pg_database(database_url)
 
 
 def test_a_budget_spent_on_text_features_fails_attempt_1_saying_why(stack):
