@@ -329,33 +329,27 @@ class InferenceEngine:
         self._check_room(n)
         names = [c.strip() for c in class_names]
         key = tuple(sorted(names))
-        loop = asyncio.get_running_loop()
-
-        async def compute() -> Any:
-            steps = self.predictor.zeroshot_steps(list(key), texts_per_step=self.texts_per_step)
-            while True:
-                done, value = await loop.run_in_executor(self._model, _advance, steps)
-                if done:
-                    return value
-
-        served = (await self.cache.class_features(self._zeroshot, key, compute)).reordered(names)
+        served = await self.cache.class_features(self._zeroshot, key, lambda: self._stepped(
+            self.predictor.zeroshot_steps(list(key), texts_per_step=self.texts_per_step)))
+        served = served.reordered(names)
         return await self._enqueue(self._zeroshot, served, pixels, top_k)
 
     async def _open_vocabulary(self, resident: ResidentAdapter, names: list[str]) -> Any:
         """ServedClasses of ``resident`` for ``names`` (any order), from the cache or computed
         step by step on the model thread."""
         key = tuple(sorted(names))
-        loop = asyncio.get_running_loop()
-
-        async def compute() -> Any:
-            steps = self.predictor.serve_steps(resident.adapter, list(key), self.texts_per_step)
-            while True:
-                done, value = await loop.run_in_executor(self._model, _advance, steps)
-                if done:
-                    return value
-
-        served = await self.cache.class_features(resident, key, compute)
+        served = await self.cache.class_features(resident, key, lambda: self._stepped(
+            self.predictor.serve_steps(resident.adapter, list(key), self.texts_per_step)))
         return served.reordered(names)
+
+    async def _stepped(self, steps: Generator[None, None, Any]) -> Any:
+        """Run a step generator one step at a time on the model thread (each step queued behind
+        the image batches waiting then); its result."""
+        loop = asyncio.get_running_loop()
+        while True:
+            done, value = await loop.run_in_executor(self._model, _advance, steps)
+            if done:
+                return value
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def _ensure_started(self) -> None:

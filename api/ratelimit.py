@@ -89,11 +89,15 @@ class RateLimiter:
                 return self._local.get((tenant_id, window), 0)
         return self._count_local(tenant_id, window)
 
-    def used(self, subject: str, now: float | None = None) -> RateState:
-        """The state of ``subject``'s current window without counting (``allowed``: below limit)."""
+    def _window(self, now: float | None) -> tuple[int, int]:
+        """(index of the fixed window holding ``now``, whole seconds until it ends, at least 1)."""
         now = time.time() if now is None else now
         window = int(now // self.window)
-        reset = int((window + 1) * self.window - now) or 1
+        return window, int((window + 1) * self.window - now) or 1
+
+    def used(self, subject: str, now: float | None = None) -> RateState:
+        """The state of ``subject``'s current window without counting (``allowed``: below limit)."""
+        window, reset = self._window(now)
         if self.limit <= 0:
             return RateState(0, 0, reset, True)
         used = self._count(subject, window, add=0)
@@ -101,9 +105,7 @@ class RateLimiter:
 
     def hit(self, tenant_id: str, now: float | None = None) -> RateState:
         """Count one request of ``tenant_id``; returns the state (``allowed`` False over limit)."""
-        now = time.time() if now is None else now
-        window = int(now // self.window)
-        reset = int((window + 1) * self.window - now) or 1
+        window, reset = self._window(now)
         if self.limit <= 0:
             return RateState(0, 0, reset, True)
         used = self._count(tenant_id, window)
