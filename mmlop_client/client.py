@@ -120,6 +120,19 @@ def _connection_error(exc: httpx.TransportError, base_url: str) -> MMLoPConnecti
     return MMLoPConnectionError(f"cannot reach {base_url}: {exc.__class__.__name__}: {exc}")
 
 
+def _next_poll_s(adaptation_id: str, job: Adaptation, deadline: float | None, timeout: float | None,
+                 poll_interval: float) -> float:
+    """Seconds to sleep before ``wait`` polls again (never past the deadline).
+
+    Raises:
+        MMLoPTimeoutError: the deadline (``time.monotonic()`` seconds) has passed.
+    """
+    left = None if deadline is None else deadline - time.monotonic()
+    if left is not None and left <= 0:
+        raise MMLoPTimeoutError(f"adaptation {adaptation_id} still {job.status} after {timeout} s")
+    return poll_interval if left is None else min(poll_interval, left)
+
+
 class Client(_Base):
     """Blocking client. Use as a context manager, or call ``close()``.
 
@@ -220,11 +233,7 @@ class Client(_Base):
                 update(job)
                 if job.done:
                     return self._finished(job, raise_on_failure)
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise MMLoPTimeoutError(f"adaptation {adaptation_id} still {job.status} "
-                                            f"after {timeout} s")
-                time.sleep(poll_interval if left is None else min(poll_interval, left))
+                time.sleep(_next_poll_s(adaptation_id, job, deadline, timeout, poll_interval))
         finally:
             close()
 
@@ -317,11 +326,7 @@ class AsyncClient(_Base):
                 update(job)
                 if job.done:
                     return self._finished(job, raise_on_failure)
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise MMLoPTimeoutError(f"adaptation {adaptation_id} still {job.status} "
-                                            f"after {timeout} s")
-                await asyncio.sleep(poll_interval if left is None else min(poll_interval, left))
+                await asyncio.sleep(_next_poll_s(adaptation_id, job, deadline, timeout, poll_interval))
         finally:
             close()
 
