@@ -1,0 +1,21 @@
+"""per-key management: last use, names, overlap on rotation (issue 11 item 7)
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-29
+"""
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Placeholder until the issue-11 change that owns this revision fills it in."""
+
+
+def downgrade() -> None:
+    """Placeholder until the issue-11 change that owns this revision fills it in."""
