@@ -16,7 +16,8 @@ from service.blobs import BlobStore, get_blob_store
 from service.db import get_sessionmaker
 from service.models import Tenant
 from service.settings import Settings, get_settings
-from service.tenants import authenticate
+from service.api_keys import touch_key
+from service.tenants import authenticate_key
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ def get_tenant(request: Request, response: Response, session: SessionDep,
     A client address with ``auth_failure_limit`` bad keys in the current window is refused
     (429 + ``Retry-After``) before any database lookup; each bad key counts one. Also counts
     the request against the tenant's rate limit (429 + ``Retry-After`` over it) and sets the
-    ``RateLimit-*`` headers. The key itself is never logged.
+    ``RateLimit-*`` headers. An expired key (past its rotation overlap) is a 401 like a revoked
+    one. Sets ``request.state.api_key_id`` and the key's ``last_used_at`` (throttled). The key
+    itself is never logged.
     """
     challenge = {"WWW-Authenticate": 'Bearer realm="mmlop"'}
     address = request.client.host if request.client else "unknown"
@@ -66,11 +69,16 @@ def get_tenant(request: Request, response: Response, session: SessionDep,
     if scheme.lower() != "bearer" or not key.strip():
         raise ProblemError(401, "Authorization header must be 'Bearer <api key>'",
                            kind="unauthorized", headers=challenge)
-    tenant = authenticate(session, key.strip())
-    if tenant is None:
+    found = authenticate_key(session, key.strip())
+    if found is None:
         ratelimit.record_auth_failure(address, settings)
-        raise ProblemError(401, "invalid or revoked API key", kind="unauthorized", headers=challenge)
-    state = ratelimit.enforce(tenant.id, settings)
+        raise ProblemError(401, "invalid, expired or revoked API key", kind="unauthorized",
+                           headers=challenge)
+    row, tenant = found
+    request.state.api_key_id = row.id  # /keys refuses to revoke it by accident
+    tenant_id = tenant.id
+    touch_key(session, row)  # at most once a minute per key; commits (expiring ``tenant``)
+    state = ratelimit.enforce(tenant_id, settings)
     response.headers.update(state.headers())
     return tenant
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api import problem
 from api.metrics import Metrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
-from api.routes import adaptations, classify, health
+from api.routes import adaptations, classify, health, keys
 from api.runtime import ModelRuntime
 from api.uploads import BodyLimitMiddleware
 from service.logs import configure_logging
@@ -42,6 +42,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(adaptations.router)
     app.include_router(classify.router)
+    app.include_router(keys.router)
     return app
 
 

@@ -27,6 +27,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC time (SQLite returns naive datetimes; every stored time is UTC)."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
 def new_id() -> str:
     """A new random identifier (UUID4, hex with dashes)."""
     return str(uuid.uuid4())
@@ -58,6 +63,11 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # first characters, to recognise a key
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    name: Mapped[str | None] = mapped_column(String(200))  # the owner's label ("ci", "laptop")
+    # Refreshed at most once a minute per key (service/api_keys.py touch_key).
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The key stops working then (set by a rotation's overlap); None: no expiry.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Adaptation(Base):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import ApiKey, Tenant, utcnow
+from service.models import ApiKey, Tenant, as_utc, utcnow
 from service.settings import get_settings
 
 KEY_PREFIX = "mmlop_"
@@ -29,15 +30,24 @@ def hash_key(key: str, secret: str | None = None) -> str:
     return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
 
 
-def issue_key(session: Session, tenant: Tenant, secret: str | None = None) -> str:
-    """Create a new API key for ``tenant``; returns the plain key (shown once, never stored).
+def new_key(session: Session, tenant_id: str, *, name: str | None = None,
+            secret: str | None = None) -> tuple[ApiKey, str]:
+    """Store a new API key of ``tenant_id`` (only its keyed hash); returns (row, plain key).
 
-    ``secret`` overrides the settings' secret key (tools that serve another deployment).
+    The plain key is shown once and never stored. ``secret`` overrides the settings' secret key
+    (tools that serve another deployment).
     """
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(tenant_id=tenant.id, key_hash=hash_key(key, secret), prefix=key[:12]))
+    row = ApiKey(tenant_id=tenant_id, key_hash=hash_key(key, secret), prefix=key[:12], name=name,
+                 created_at=utcnow())
+    session.add(row)
     session.flush()
-    return key
+    return row, key
+
+
+def issue_key(session: Session, tenant: Tenant, secret: str | None = None) -> str:
+    """Create a new API key for ``tenant``; returns the plain key (shown once, never stored)."""
+    return new_key(session, tenant.id, secret=secret)[1]
 
 
 def create_tenant(session: Session, name: str, secret: str | None = None) -> tuple[Tenant, str]:
@@ -80,15 +90,29 @@ def revoke_tenant(session: Session, name_or_id: str) -> int:
     return len(keys)
 
 
-def authenticate(session: Session, key: str, secret: str | None = None) -> Tenant | None:
-    """The active tenant owning ``key``, or None for an unknown, revoked or malformed key."""
+def key_is_active(row: ApiKey, now: datetime | None = None) -> bool:
+    """True unless the key is revoked or past its ``expires_at``."""
+    now = now or utcnow()
+    return row.revoked_at is None and (row.expires_at is None or as_utc(row.expires_at) > now)
+
+
+def authenticate_key(session: Session, key: str, secret: str | None = None,
+                     now: datetime | None = None) -> tuple[ApiKey, Tenant] | None:
+    """(key row, active tenant) of ``key``; None for an unknown, revoked, expired (its
+    ``expires_at`` is past ``now``) or malformed key, or one of a revoked tenant."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     digest = hash_key(key, secret)
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-    if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
+    if row is None or not hmac.compare_digest(row.key_hash, digest) or not key_is_active(row, now):
         return None
     tenant = session.get(Tenant, row.tenant_id)
     if tenant is None or tenant.revoked_at is not None:
         return None
-    return tenant
+    return row, tenant
+
+
+def authenticate(session: Session, key: str, secret: str | None = None) -> Tenant | None:
+    """The active tenant owning ``key``, or None (see :func:`authenticate_key`)."""
+    found = authenticate_key(session, key, secret)
+    return found[1] if found else None

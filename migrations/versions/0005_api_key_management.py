@@ -4,8 +4,8 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-29
 """
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0005"
 down_revision = "0004"
@@ -14,8 +14,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Placeholder until the issue-11 change that owns this revision fills it in."""
+    """Add ``api_keys.name``, ``last_used_at`` and ``expires_at`` (all nullable: existing keys
+    keep working, unnamed, never used as far as the table knows, with no expiry)."""
+    op.add_column("api_keys", sa.Column("name", sa.String(200), nullable=True))
+    op.add_column("api_keys", sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("api_keys", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    """Placeholder until the issue-11 change that owns this revision fills it in."""
+    """Drop the three columns (batch mode: SQLite rebuilds the table)."""
+    with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("expires_at")
+        batch.drop_column("last_used_at")
+        batch.drop_column("name")

@@ -1,0 +1,135 @@
+"""``/keys``: the calling key's tenant manages its own API keys (list, create, revoke, rotate).
+
+Keys are never shown again after their creation: listings carry the id, name, prefix and times.
+Another tenant's key id is a 404, like an unknown one. See ``service/api_keys.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from api.deps import SessionDep, TenantDep
+from api.problem import ProblemError
+from service import api_keys
+from service.models import ApiKey, as_utc
+from service.tenants import key_is_active, new_key
+
+router = APIRouter(prefix="/keys", tags=["keys"])
+
+_STATUS = {"not-found": 404, "current-key": 409, "last-key": 409, "key-inactive": 409}
+
+
+class ApiKeyPublic(BaseModel):
+    """An API key as its tenant sees it: never the key or its hash."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str | None = None
+    prefix: str = Field(description="first 12 characters of the key, to recognise it")
+    created_at: datetime
+    last_used_at: datetime | None = Field(
+        default=None, description="last authenticated request (updated at most once a minute)")
+    expires_at: datetime | None = Field(
+        default=None, description="the key stops working then (end of a rotation's overlap)")
+    revoked_at: datetime | None = None
+    active: bool = Field(description="neither revoked nor expired")
+    current: bool = Field(default=False, description="the key that made this request")
+
+    @field_validator("created_at", "last_used_at", "expires_at", "revoked_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        """SQLite returns naive datetimes; every stored time is UTC."""
+        return as_utc(value) if value is not None else None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    """A new key: ``key`` is shown only in this answer; store it now."""
+
+    key: str = Field(description="the API key itself (shown once)",
+                     examples=["mmlop_0aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789abcdEF"])
+
+
+class ApiKeyList(BaseModel):
+    """Every key of the tenant, oldest first (revoked and expired ones included)."""
+
+    items: list[ApiKeyPublic]
+
+
+class ApiKeyCreate(BaseModel):
+    """Body of ``POST /keys``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200, examples=["ci"],
+                             description="a label for the key (shown in listings)")
+
+
+class ApiKeyRotate(BaseModel):
+    """Body of ``POST /keys/{key_id}/rotate``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overlap_s: int = Field(default=api_keys.DEFAULT_OVERLAP_S, ge=0, le=api_keys.MAX_OVERLAP_S,
+                           description="seconds the old key keeps working (default one day, at "
+                                       "most seven)")
+
+
+def _public(row: ApiKey, request: Request, cls: type[ApiKeyPublic] = ApiKeyPublic,
+            **extra: str) -> ApiKeyPublic:
+    current = getattr(request.state, "api_key_id", None) == row.id
+    return cls.model_validate({**{c: getattr(row, c) for c in (
+        "id", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")},
+        "active": key_is_active(row), "current": current, **extra})
+
+
+def _problem(exc: api_keys.ApiKeyError) -> ProblemError:
+    return ProblemError(_STATUS[exc.reason], str(exc), kind=exc.reason)
+
+
+@router.get("", response_model=ApiKeyList, summary="List the tenant's API keys")
+def list_keys(request: Request, session: SessionDep, tenant: TenantDep) -> ApiKeyList:
+    """Id, name, prefix, created, last used, expiry and revocation of every key of the tenant."""
+    return ApiKeyList(items=[_public(r, request) for r in api_keys.list_keys(session, tenant.id)])
+
+
+@router.post("", status_code=201, response_model=ApiKeyCreated, summary="Create an API key")
+def create_key(request: Request, session: SessionDep, tenant: TenantDep,
+               body: ApiKeyCreate = Body(default_factory=ApiKeyCreate)) -> ApiKeyCreated:
+    """A new key for the tenant; the answer's ``key`` is the only time it is shown."""
+    row, key = new_key(session, tenant.id, name=body.name)
+    session.commit()
+    return _public(row, request, ApiKeyCreated, key=key)
+
+
+@router.delete("/{key_id}", status_code=204, summary="Revoke an API key")
+def revoke_key(key_id: str, request: Request, session: SessionDep, tenant: TenantDep,
+               allow_current: bool = Query(False, description="also revoke the key making this "
+                                                              "request")) -> Response:
+    """Revoke one key at once (idempotent). The key making the request is refused (409
+    ``current-key``) unless ``allow_current=true``; the tenant's last active key is refused
+    (409 ``last-key``): create another key first."""
+    try:
+        api_keys.revoke_key(session, tenant.id, key_id, allow_current=allow_current,
+                            current_id=getattr(request.state, "api_key_id", None))
+    except api_keys.ApiKeyError as exc:
+        raise _problem(exc) from exc
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/{key_id}/rotate", status_code=201, response_model=ApiKeyCreated,
+             summary="Rotate an API key: a new key, the old one expires after an overlap")
+def rotate_key(key_id: str, request: Request, session: SessionDep, tenant: TenantDep,
+               body: ApiKeyRotate = Body(default_factory=ApiKeyRotate)) -> ApiKeyCreated:
+    """Issue the key's successor (same name, shown once); the old key keeps working for
+    ``overlap_s`` seconds, then answers 401. A revoked or expired key is 409 ``key-inactive``."""
+    try:
+        row, key = api_keys.rotate_key(session, tenant.id, key_id, overlap_s=body.overlap_s)
+    except api_keys.ApiKeyError as exc:
+        raise _problem(exc) from exc
+    session.commit()
+    return _public(row, request, ApiKeyCreated, key=key)
