@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
+from fastapi.security import HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -47,8 +48,15 @@ def _blobs() -> BlobStore:
 BlobsDep = Annotated[BlobStore, Depends(_blobs)]
 
 
+# Declares the scheme in the OpenAPI document (``security`` on every operation that depends on
+# ``get_tenant``: the Authorize button of /docs); the header itself is parsed by ``get_tenant``.
+_BEARER = HTTPBearer(auto_error=False, scheme_name="bearerAuth", description=(
+    "the tenant's API key (`mmlop_...`, from `mmlop tenant create` or `POST /keys`) as "
+    "`Authorization: Bearer <api key>`"))
+
+
 def get_tenant(request: Request, response: Response, session: SessionDep,
-               settings: SettingsDep) -> Tenant:
+               settings: SettingsDep, _scheme: object = Depends(_BEARER)) -> Tenant:
     """The tenant of the request's ``Authorization: Bearer <key>``; 401 otherwise.
 
     A client address with ``auth_failure_limit`` bad keys in the current window is refused

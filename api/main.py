@@ -8,16 +8,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import problem
+from api import openapi, problem
 from api.metrics import Metrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
-from api.routes import adaptations, classify, health, keys
+from api.routes import adaptations, classify, docs, health, keys
 from api.runtime import ModelRuntime
 from api.uploads import BodyLimitMiddleware
 from service.logs import configure_logging
 from service.settings import get_settings
 
 logger = logging.getLogger(__name__)
+
+_DESCRIPTION = (
+    "Few-shot adaptation of a frozen CLIP backbone: upload labelled photos, train an MMLoP "
+    "adapter, classify.\n\nAuthenticate with `Authorization: Bearer <api key>` (the Authorize "
+    "button); every error is `application/problem+json` (schema `Problem`), whose `kind` says "
+    "what went wrong. The web console is at `/ui`.")
 
 
 def create_app() -> FastAPI:
@@ -30,7 +36,8 @@ def create_app() -> FastAPI:
         app.state.runtime.start()  # backbone loads in a thread; /healthz answers meanwhile
         yield
 
-    app = FastAPI(title="MMLoP adaptation service", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="MMLoP adaptation service", version="0.1.0", lifespan=lifespan,
+                  description=_DESCRIPTION, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.runtime = ModelRuntime(settings)
     app.state.metrics = Metrics(app)
@@ -43,6 +50,8 @@ def create_app() -> FastAPI:
     app.include_router(adaptations.router)
     app.include_router(classify.router)
     app.include_router(keys.router)
+    docs.install(app)
+    openapi.install(app)
     return app
 
 

@@ -101,8 +101,15 @@ def problem_response(
         "detail": detail,
         "instance": request.url.path,
     }
+    if kind:
+        body["kind"] = kind  # the last segment of ``type``: what a program branches on
     body.update(extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def status_title(status: int) -> str:
+    """The title of a problem with this HTTP status (its reason phrase)."""
+    return _TITLES.get(status, "Error")
 
 
 def _core_error_status(exc: Exception) -> tuple[int, str] | None:

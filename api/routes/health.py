@@ -41,7 +41,8 @@ async def readyz(request: Request) -> JSONResponse:
     if db_ok and broker_ok and backbone_ok:
         return JSONResponse({"status": "ready", "checks": checks})
     return JSONResponse(
-        {"type": "https://mmlop.dev/problems/not-ready", "title": "Service Unavailable",
+        {"type": "https://mmlop.dev/problems/not-ready", "kind": "not-ready",
+         "title": "Service Unavailable",
          "status": 503, "detail": "not ready: " + ", ".join(k for k, v in checks.items() if v != "ok"),
          "instance": "/readyz", "checks": checks},
         status_code=503, media_type=PROBLEM_MEDIA_TYPE,
