@@ -5,18 +5,20 @@
         job = c.wait(c.create_adaptation("photos/").id)          # tqdm bar on a terminal
         print(c.classify(job.id, ["shoe.jpg"]).results[0].top)
 
-``AsyncClient`` has the same calls as coroutines. Every error answer raises ``MMLoPAPIError``
+``keys()``, ``create_key()``, ``revoke_key()`` and ``rotate_key()`` manage the tenant's API
+keys. ``AsyncClient`` has the same calls as coroutines. Every error answer raises ``MMLoPAPIError``
 (``.status``, ``.kind``, ``.field``, ``.detail``).
 """
 
 from .client import AsyncClient, Client
 from .errors import (MMLoPAPIError, MMLoPClientError, MMLoPConnectionError, MMLoPInputError,
                      MMLoPJobError, MMLoPTimeoutError)
+from .keys import ApiKey, NewApiKey
 from .models import (TERMINAL_STATUSES, Adaptation, AdaptationList, ClassifyResult, ImageResult,
                      Prediction, Progress)
 
 __all__ = [
-    "Adaptation", "AdaptationList", "AsyncClient", "ClassifyResult", "Client", "ImageResult",
+    "Adaptation", "AdaptationList", "ApiKey", "AsyncClient", "ClassifyResult", "Client", "ImageResult",
     "MMLoPAPIError", "MMLoPClientError", "MMLoPConnectionError", "MMLoPInputError",
-    "MMLoPJobError", "MMLoPTimeoutError", "Prediction", "Progress", "TERMINAL_STATUSES",
+    "MMLoPJobError", "MMLoPTimeoutError", "NewApiKey", "Prediction", "Progress", "TERMINAL_STATUSES",
 ]

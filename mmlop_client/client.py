@@ -21,6 +21,7 @@ import httpx
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
 
 from .errors import (MMLoPAPIError, MMLoPConnectionError, MMLoPJobError, MMLoPTimeoutError)
+from .keys import AsyncKeysMixin, KeysMixin
 from .models import Adaptation, AdaptationList, ClassifyResult
 from .progress import ProgressArg, make_observer
 from .uploads import ImageInput, TrainingSource, TrainingUpload, image_parts, training_upload
@@ -133,7 +134,7 @@ def _next_poll_s(adaptation_id: str, job: Adaptation, deadline: float | None, ti
     return poll_interval if left is None else min(poll_interval, left)
 
 
-class Client(_Base):
+class Client(KeysMixin, _Base):
     """Blocking client. Use as a context manager, or call ``close()``.
 
     Example::
@@ -257,7 +258,7 @@ class Client(_Base):
         return target
 
 
-class AsyncClient(_Base):
+class AsyncClient(AsyncKeysMixin, _Base):
     """asyncio client with the same calls as ``Client`` (each a coroutine). Use
     ``async with AsyncClient(url, key) as c: ...`` or ``await c.aclose()``."""
 

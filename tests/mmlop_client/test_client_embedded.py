@@ -1,12 +1,12 @@
 """The client against the real embedded service (uvicorn + a Celery worker, SQLite, filesystem
 broker; the shipped tiny backbone on Fashion-MNIST photos): adapt a folder -> wait -> classify ->
 list/get -> download -> delete, the async client, problem+json errors, idempotency, Retry-After
-on a real 429, and the client's models against the served OpenAPI schema."""
+on a real 429.
+(The models against the served OpenAPI schema: test_client_openapi.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import shutil
 import time
@@ -167,12 +167,3 @@ def test_retries_honour_retry_after_of_a_real_429(rate_limited_api, caplog):
     for asked, elapsed in waits:
         assert asked >= 1 and asked == int(asked)  # the server's Retry-After, not a backoff
         assert elapsed >= asked - 0.05
-
-
-def test_models_match_the_served_openapi_schema(embedded_stack):
-    schemas = httpx.get(embedded_stack.base_url + "/openapi.json", timeout=30).json()["components"]["schemas"]
-    pairs = {"AdaptationPublic": Adaptation, "AdaptationList": AdaptationList, "Progress": Progress,
-             "PredictionPublic": Prediction, "ImageResult": ImageResult, "ClassifyPublic": ClassifyResult}
-    for name, model in pairs.items():
-        served = set(schemas[name]["properties"])
-        assert {f.name for f in dataclasses.fields(model)} == served, name
