@@ -12,6 +12,7 @@ from api import openapi, problem
 from api.metrics import Metrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
 from api.routes import adaptations, classify, docs, health, keys
+from api.routes import webhooks
 from api.runtime import ModelRuntime
 from api.uploads import BodyLimitMiddleware
 from service.logs import configure_logging
@@ -50,6 +51,7 @@ def create_app() -> FastAPI:
     app.include_router(adaptations.router)
     app.include_router(classify.router)
     app.include_router(keys.router)
+    app.include_router(webhooks.router)
     docs.install(app)
     openapi.install(app)
     return app

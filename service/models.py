@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -97,6 +98,8 @@ class Adaptation(Base):
     # Bytes of the uploads stored with the job (quota_max_stored_bytes counts it and
     # checkpoint_bytes from here, never from the blob store). None: a row from before 0002.
     upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Where the job's terminal event is POSTed (migration 0004; docs/SERVICE.md "Webhooks").
+    callback_url: Mapped[str | None] = mapped_column(Text)
     backbone: Mapped[str] = mapped_column(String(200))
     pretrained: Mapped[str] = mapped_column(String(500))
     # Fencing token: incremented by each delivery that claims the job; only the holder of the
@@ -109,3 +112,51 @@ class Adaptation(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookSecret(Base):
+    """A tenant's webhook signing secret (``whsec_<base64>``), and the one it replaced, which
+    keeps signing until ``previous_expires_at``. Both are stored Fernet-encrypted under a key
+    derived from ``secret_key`` (service/webhook_secrets.py), never in clear."""
+
+    __tablename__ = "webhook_secrets"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookEvent(Base):
+    """One event of an adaptation (``adaptation.succeeded|failed|canceled``): its id (the
+    ``webhook-id`` header, the same on every attempt) and the exact JSON body sent."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("adaptation_id", "type", name="uq_webhook_events_type"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    adaptation_id: Mapped[str] = mapped_column(ForeignKey("adaptations.id", ondelete="CASCADE"),
+                                               index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookAttempt(Base):
+    """One delivery attempt of an event: when, HTTP status or error text, duration."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"),
+                                          index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    # Seconds until the next attempt (None: delivered, or given up).
+    next_retry_s: Mapped[float | None] = mapped_column(Float)

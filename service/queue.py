@@ -73,6 +73,15 @@ def enqueue_training(job_id: str) -> None:
         logger.info("enqueued %s for job %s", TRAIN_TASK_NAME, job_id)
 
 
+def enqueue_webhook(event_id: str, attempt: int, countdown: float = 0.0) -> None:
+    """Send delivery attempt ``attempt`` of webhook event ``event_id`` to the webhook queue,
+    to run ``countdown`` seconds from now (``worker/webhooks.py``)."""
+    from service.webhook_events import WEBHOOK_TASK_NAME
+
+    producer_app().send_task(WEBHOOK_TASK_NAME, args=[event_id, attempt],
+                             queue=get_settings().webhook_queue, countdown=countdown or None)
+
+
 def queue_depth() -> int | None:
     """Messages waiting in the training queue, or None if the broker cannot be asked."""
     settings = get_settings()

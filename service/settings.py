@@ -122,6 +122,21 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=30.0, ge=0)
     reconcile_grace_s: float = Field(default=60.0, ge=0)
     job_heartbeat_timeout_s: float = Field(default=900.0, gt=0)
+    # Webhooks (docs/SERVICE.md "Webhooks"): the Celery queue of delivery attempts (consumed by
+    # the light webhook worker, never by a training worker), attempts per event before giving
+    # up, first retry delay and its cap (seconds; doubled per attempt, with jitter), one
+    # attempt's time limit (seconds), how long the previous signing secret still signs after a
+    # rotation (seconds), the longest callback_url, and the operator allowlist: hostnames, IPs
+    # or CIDRs (comma or space separated) that callback URLs may reach although they are
+    # loopback, private, link-local or otherwise non-public.
+    webhook_queue: str = "mmlop-webhooks"
+    webhook_max_attempts: int = Field(default=8, gt=0, le=100)
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    webhook_secret_overlap_s: float = Field(default=86400.0, ge=0)
+    callback_url_max_length: int = Field(default=2048, gt=10, le=8192)
+    webhook_allowlist: str = ""
     # Log lines of the API and the worker (service/logs.py): text, or one JSON object per line.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

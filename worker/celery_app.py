@@ -16,7 +16,7 @@ from service.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-app = Celery("mmlop", include=["worker.tasks"])
+app = Celery("mmlop", include=["worker.tasks", "worker.webhooks"])
 app.conf.update(celery_config(get_settings()))
 
 
@@ -50,8 +50,16 @@ def _after_fork(**_kwargs: object) -> None:
         torch.set_num_threads(threads)
 
 
+def trains(consumer: object) -> bool:
+    """Whether the worker of ``consumer`` consumes the training queue (the light webhook worker,
+    ``-Q <webhook_queue>``, does not: it recovers no jobs and runs no reconciler)."""
+    queues = getattr(getattr(getattr(consumer, "app", None), "amqp", None), "queues", None)
+    consumed = getattr(queues, "consume_from", None)
+    return not consumed or get_settings().task_queue in consumed
+
+
 @worker_ready.connect
-def _recover_orphans(**_kwargs: object) -> None:
+def _recover_orphans(sender: object = None, **_kwargs: object) -> None:
     """Re-enqueue jobs left ``running`` by a dead worker process on this host.
 
     The embedded filesystem broker has no redelivery, and Redis redelivers only after the
@@ -61,6 +69,8 @@ def _recover_orphans(**_kwargs: object) -> None:
     """
     from worker.tasks import recover_orphaned_jobs
 
+    if not trains(sender):
+        return
     try:
         recover_orphaned_jobs()
     except Exception:  # noqa: BLE001 - never keep the worker from starting
@@ -68,10 +78,12 @@ def _recover_orphans(**_kwargs: object) -> None:
 
 
 @worker_ready.connect
-def _start_reconciler(**_kwargs: object) -> None:
+def _start_reconciler(sender: object = None, **_kwargs: object) -> None:
     """Start the periodic reconciler thread in the worker's main process (issue 5)."""
     from worker.reconciler import start_background
 
+    if not trains(sender):
+        return
     try:
         start_background()
     except Exception:  # noqa: BLE001 - never keep the worker from starting

@@ -126,15 +126,10 @@ def recover_stale_running(settings: Settings, now: datetime) -> list[str]:
                 else Adaptation.heartbeat_at == heartbeat)
         fence = update(Adaptation).where(Adaptation.id == job_id, Adaptation.attempt == attempt,
                                          Adaptation.status == JobStatus.running.value, beat)
+        if attempt >= settings.job_max_attempts:
+            _give_up(fence, job_id, attempt, settings)
+            continue
         with session_scope() as session:
-            if attempt >= settings.job_max_attempts:
-                session.execute(fence.values(
-                    status=JobStatus.failed.value, finished_at=utcnow(),
-                    error=f"worker lost: no heartbeat for {settings.job_heartbeat_timeout_s:.0f} s "
-                          f"after {attempt} attempts"))
-                logger.error("reconciler: job %s failed (worker lost, %d attempts)", job_id,
-                             attempt)
-                continue
             changed = session.execute(fence.values(status=JobStatus.queued.value, worker=None)
                                       ).rowcount
         if changed:
@@ -146,6 +141,21 @@ def recover_stale_running(settings: Settings, now: datetime) -> list[str]:
                 logger.warning("reconciler: re-enqueue of %s failed", job_id, exc_info=True)
             requeued.append(job_id)
     return requeued
+
+
+def _give_up(fence: Any, job_id: str, attempt: int, settings: Settings) -> None:
+    """Fail a job whose worker was lost ``job_max_attempts`` times (``fence``: its
+    compare-and-set update), then emit its webhook event if the write won."""
+    from service.webhook_events import job_ended
+
+    with session_scope() as session:
+        failed = session.execute(fence.values(
+            status=JobStatus.failed.value, finished_at=utcnow(),
+            error=f"worker lost: no heartbeat for {settings.job_heartbeat_timeout_s:.0f} s "
+                  f"after {attempt} attempts")).rowcount
+    if failed:
+        logger.error("reconciler: job %s failed (worker lost, %d attempts)", job_id, attempt)
+        job_ended(job_id)
 
 
 def _job_folders(blobs: BlobStore) -> dict[tuple[str, str], float]:

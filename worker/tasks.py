@@ -40,6 +40,7 @@ from service.jobs import TERMINAL, TRAIN_TASK_NAME, JobStatus, checkpoint_prefix
 from service.logs import job_context
 from service.models import Adaptation, utcnow
 from service.settings import get_settings
+from service.webhook_events import job_ended
 from worker.celery_app import app
 from worker.heartbeat import JobHeartbeat, fence, heartbeat_interval_s
 
@@ -95,25 +96,36 @@ def _claim(job_id: str) -> Adaptation | None:
             logger.warning("job %s does not exist; message dropped", job_id)
             return None
         now = utcnow()
-        if not _claimable(job, now):
-            return None
-        old = job.attempt
-        heartbeat = (Adaptation.heartbeat_at.is_(None) if job.heartbeat_at is None
-                     else Adaptation.heartbeat_at == job.heartbeat_at)
-        claimed = session.execute(
-            update(Adaptation)
-            .where(Adaptation.id == job_id, Adaptation.attempt == old, heartbeat,
-                   Adaptation.status.in_([JobStatus.queued.value, JobStatus.running.value]))
-            .values(attempt=old + 1, status=JobStatus.running.value, worker=_worker_id(),
-                    heartbeat_at=now, started_at=job.started_at or now, progress=None,
-                    error=None)
-        ).rowcount
-        if claimed != 1:
-            logger.info("job %s was claimed or touched concurrently; this delivery does nothing",
-                        job_id)
-            return None
+        before = job.status
+        claimable = _claimable(job, now)
+        ended = job.status != before  # canceled before it ran, or given up: committed below
+        if claimable:
+            claimable = _claim_row(session, job, now)
+    if ended:
+        job_ended(job_id)
+    if not claimable:
+        return None
     with session_scope() as session:
         return session.get(Adaptation, job_id)
+
+
+def _claim_row(session: Any, job: Adaptation, now: datetime) -> bool:
+    """The compare-and-set that claims ``job`` for this delivery; False if another one won."""
+    old = job.attempt
+    heartbeat = (Adaptation.heartbeat_at.is_(None) if job.heartbeat_at is None
+                 else Adaptation.heartbeat_at == job.heartbeat_at)
+    claimed = session.execute(
+        update(Adaptation)
+        .where(Adaptation.id == job.id, Adaptation.attempt == old, heartbeat,
+               Adaptation.status.in_([JobStatus.queued.value, JobStatus.running.value]))
+        .values(attempt=old + 1, status=JobStatus.running.value, worker=_worker_id(),
+                heartbeat_at=now, started_at=job.started_at or now, progress=None,
+                error=None)
+    ).rowcount
+    if claimed != 1:
+        logger.info("job %s was claimed or touched concurrently; this delivery does nothing",
+                    job.id)
+    return claimed == 1
 
 
 def _claimable(job: Adaptation, now: datetime) -> bool:
@@ -151,10 +163,14 @@ def _claimable(job: Adaptation, now: datetime) -> bool:
 
 
 def _finish(job_id: str, attempt: int, **values: Any) -> bool:
-    """Write a terminal state if ``attempt`` still owns the job; returns whether it did."""
+    """Write a terminal state if ``attempt`` still owns the job; returns whether it did (and then
+    emits the job's webhook event)."""
     with session_scope() as session:
-        return session.execute(fence(job_id, attempt).values(finished_at=utcnow(), **values)
+        done = session.execute(fence(job_id, attempt).values(finished_at=utcnow(), **values)
                                ).rowcount == 1
+    if done:
+        job_ended(job_id)
+    return done
 
 
 def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -310,10 +326,13 @@ def _stopped(job: Adaptation) -> str:
     with session_scope() as session:
         row = session.get(Adaptation, job.id)
         canceled = row is None or row.deleted_at is not None or row.cancel_requested
-        if row is not None and canceled and row.attempt == job.attempt and \
-                row.status == JobStatus.running.value:
+        marked = row is not None and canceled and row.attempt == job.attempt and \
+            row.status == JobStatus.running.value
+        if marked:
             row.status, row.finished_at = JobStatus.canceled.value, utcnow()
         owner = (row.attempt, row.worker) if row is not None else (None, None)
+    if marked:
+        job_ended(job.id)
     if canceled:
         logger.info("job %s attempt %d stopped: the job was canceled%s", job.id, job.attempt,
                     " and deleted" if row is None or row.deleted_at is not None else "")
