@@ -78,14 +78,15 @@ def revoke_key(session: Session, tenant_id: str, key_id: str, *, current_id: str
 
 
 def rotate_key(session: Session, tenant_id: str, key_id: str, *,
-               overlap_s: int = DEFAULT_OVERLAP_S,
-               now: datetime | None = None) -> tuple[ApiKey, str]:
+               overlap_s: int = DEFAULT_OVERLAP_S, now: datetime | None = None,
+               secret: str | None = None) -> tuple[ApiKey, str]:
     """Issue a successor of an active key (same name); the old key keeps working for
     ``overlap_s`` seconds (0..``MAX_OVERLAP_S``), then stops (its ``expires_at``; an earlier
     expiry is kept). Returns (new row, plain key, shown once).
 
     Raises ``ApiKeyError``: ``not-found``; ``key-inactive`` for a revoked or expired key.
-    ``ValueError`` for ``overlap_s`` out of bounds.
+    ``ValueError`` for ``overlap_s`` out of bounds. ``secret`` overrides the settings' secret
+    key (as in ``service.tenants.new_key``).
     """
     if not 0 <= overlap_s <= MAX_OVERLAP_S:
         raise ValueError(f"overlap_s must be 0..{MAX_OVERLAP_S}")
@@ -96,7 +97,7 @@ def rotate_key(session: Session, tenant_id: str, key_id: str, *,
                           "key-inactive")
     ends = now + timedelta(seconds=overlap_s)
     row.expires_at = min(as_utc(row.expires_at), ends) if row.expires_at else ends
-    return new_key(session, tenant_id, name=row.name)
+    return new_key(session, tenant_id, name=row.name, secret=secret)
 
 
 def touch_key(session: Session, row: ApiKey, now: datetime | None = None,

@@ -3,6 +3,8 @@
     mmlop tenant create NAME     # prints the new API key once
     mmlop tenant revoke NAME     # revokes the tenant and all its keys
     mmlop tenant list
+    mmlop tenant keys NAME       # its keys: id, prefix, name, created, last used, expiry, state
+    mmlop tenant revoke-key KEY  # revokes one key (its id or prefix)
 """
 
 from __future__ import annotations
@@ -87,3 +89,48 @@ def list_tenants() -> None:
         for tenant in session.scalars(select(Tenant).order_by(Tenant.created_at)):
             state = "revoked" if tenant.revoked_at else "active"
             typer.echo(f"{tenant.name}\t{tenant.id}\t{state}")
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else "-"
+
+
+@tenant_app.command("keys")
+@_one_line_errors
+def list_keys(name: str = typer.Argument(..., help="tenant name or id")) -> None:
+    """List a tenant's API keys, oldest first: id, prefix, name, created, last used, expires,
+    state (active | expired | revoked). Never the keys themselves."""
+    from service.api_keys import list_keys as keys_of
+    from service.db import session_scope
+    from service.models import as_utc
+    from service.tenants import find_tenant, key_is_active
+
+    typer.echo("id\tprefix\tname\tcreated\tlast_used\texpires\tstate")
+    with session_scope() as session:
+        for k in keys_of(session, find_tenant(session, name).id):
+            state = ("revoked" if k.revoked_at else "active" if key_is_active(k) else "expired")
+            times = [_when(t and as_utc(t)) for t in (k.created_at, k.last_used_at, k.expires_at)]
+            typer.echo("\t".join([k.id, k.prefix, k.name or "-", *times, state]))
+
+
+@tenant_app.command("revoke-key")
+@_one_line_errors
+def revoke_key(key: str = typer.Argument(..., help="key id, or its prefix as `keys` lists it")
+               ) -> None:
+    """Revoke one API key at once (the tenant's other keys keep working). Like the API, the
+    tenant's last active key is refused: issue another (`mmlop tenant key`) or revoke the
+    tenant."""
+    from service import api_keys
+    from service.db import session_scope
+    from service.models import ApiKey
+    from service.tenants import TenantError
+
+    with session_scope() as session:
+        rows = session.scalars(select(ApiKey).where((ApiKey.id == key) | (ApiKey.prefix == key))
+                               ).all()
+        if len(rows) != 1:
+            raise TenantError(f"no API key {key!r}" if not rows else
+                              f"{len(rows)} keys have the prefix {key!r}; give the key id")
+        row = api_keys.revoke_key(session, rows[0].tenant_id, rows[0].id)
+        prefix = row.prefix
+    typer.echo(f"key {prefix} revoked")
