@@ -1,0 +1,70 @@
+"""Revision 0005 (per-key management) on SQLite and PostgreSQL: a key issued before it keeps
+working after the upgrade (no name, never used, no expiry), and it downgrades and upgrades again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect, text
+
+from utils.stack import REPO, create_pg_database, drop_pg_database
+
+COLUMNS = {"name", "last_used_at", "expires_at"}
+
+
+def _config(url: str) -> Config:
+    cfg = Config(str(REPO / "alembic.ini"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def _key_columns(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return {c["name"] for c in inspect(engine).get_columns("api_keys")}
+    finally:
+        engine.dispose()
+
+
+def _check(url: str) -> None:
+    cfg = _config(url)
+    command.upgrade(cfg, "0004")
+    assert not COLUMNS & _key_columns(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'old', "
+                          "CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO api_keys (id, tenant_id, key_hash, prefix, created_at) "
+                          "VALUES ('k1', 't1', 'h1', 'mmlop_abcdef', CURRENT_TIMESTAMP)"))
+    command.upgrade(cfg, "head")
+    assert COLUMNS <= _key_columns(url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT name, last_used_at, expires_at, revoked_at FROM api_keys "
+                                "WHERE id = 'k1'")).one()
+    engine.dispose()
+    assert tuple(row) == (None, None, None, None)
+    command.downgrade(cfg, "0004")
+    assert not COLUMNS & _key_columns(url)
+    command.upgrade(cfg, "head")
+    assert COLUMNS <= _key_columns(url)
+
+
+def test_0005_on_sqlite(tmp_path: Path) -> None:
+    _check(f"sqlite:///{tmp_path / 'keys.db'}")
+
+
+def test_0005_on_postgresql() -> None:
+    url = create_pg_database()
+    try:
+        _check(url)
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MMLOP_DATABASE_URL", raising=False)
