@@ -1,5 +1,5 @@
 #!/bin/sh
-# Container entrypoint: resolve the shortcuts `api`, `worker`, `migrate`, make sure the blob and
+# Container entrypoint: resolve the shortcuts `api`, `worker`, `webhooks`, `migrate`, make sure the blob and
 # cache folders exist, then exec the command (PID 1 is the service process itself, so SIGTERM
 # from `docker stop` reaches uvicorn/celery directly; compose adds `init: true` for reaping).
 set -eu
@@ -15,6 +15,13 @@ case "${1:-}" in
         set -- celery -A worker.celery_app worker --concurrency 1 \
             -Q "${MMLOP_TASK_QUEUE:-mmlop}" --loglevel INFO "$@"
         # celery's start-up banner is plain text: left out when the logs are JSON
+        [ "${MMLOP_LOG_FORMAT:-text}" = json ] && set -- "$@" --quiet
+        ;;
+    webhooks)
+        shift
+        # Webhook deliveries (docs/SERVICE.md "Webhooks"): light, no GPU, a pool of threads.
+        set -- celery -A worker.celery_app worker --pool threads --concurrency 8 \
+            -Q "${MMLOP_WEBHOOK_QUEUE:-mmlop-webhooks}" --loglevel INFO "$@"
         [ "${MMLOP_LOG_FORMAT:-text}" = json ] && set -- "$@" --quiet
         ;;
     migrate)

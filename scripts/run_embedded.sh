@@ -5,12 +5,15 @@
 #   2. the API:    uvicorn api.main:app on $MMLOP_HOST:$MMLOP_PORT (default 127.0.0.1:8000),
 #   3. the worker: celery -A worker.celery_app worker --concurrency 1 -Q <queue>, using the
 #      server-less kombu broker (filesystem://./var/broker) that service/settings.py defaults to;
-#      <queue> is Settings.task_queue (MMLOP_TASK_QUEUE), the queue the API sends jobs to.
-# Ctrl-C (SIGINT) or SIGTERM stops both: each child runs in its own process group, so only this
-# supervisor receives the terminal's SIGINT; it sends SIGTERM to both main processes (celery: warm
+#      <queue> is Settings.task_queue (MMLOP_TASK_QUEUE), the queue the API sends jobs to,
+#   4. the webhook worker: celery ... worker --pool threads --concurrency 4 -Q <webhook queue>
+#      (Settings.webhook_queue, MMLOP_WEBHOOK_QUEUE): webhook deliveries and their retries, apart
+#      from training so that a long job never holds them up (docs/SERVICE.md "Webhooks").
+# Ctrl-C (SIGINT) or SIGTERM stops them all: each child runs in its own process group, so only this
+# supervisor receives the terminal's SIGINT; it sends SIGTERM to the main processes (celery: warm
 # shutdown, uvicorn: graceful), waits up to MMLOP_STOP_TIMEOUT seconds (default 20), then SIGKILLs
-# both process groups (which also catches celery's pool process), so nothing is left behind.
-# If either child dies on its own, the other is stopped too and the exit status is non-zero.
+# every process group (which also catches celery's pool process), so nothing is left behind.
+# If any child dies on its own, the others are stopped too and the exit status is non-zero.
 #
 # Environment (all optional):
 #   PYTHON              interpreter with the project installed (default: <repo>/.venv/bin/python)
@@ -58,6 +61,7 @@ mkdir -p var
 
 # The worker must consume the queue the API enqueues to; ask the shared settings object.
 queue="$("$py" -c 'from service.settings import get_settings; print(get_settings().task_queue)')"
+webhook_queue="$("$py" -c 'from service.settings import get_settings; print(get_settings().webhook_queue)')"
 
 log "migrating database: alembic upgrade head"
 "$py" -m alembic upgrade head
@@ -160,9 +164,15 @@ quiet=()  # celery's start-up banner is plain text: left out when the logs are J
 pids+=("$!")
 names+=("worker")
 
+log "starting webhook worker (threads, queue $webhook_queue)"
+"$py" -m celery -A worker.celery_app worker --pool threads --concurrency 4 -Q "$webhook_queue" \
+    --loglevel "$log_level" --hostname "webhooks@%h" "${quiet[@]}" </dev/null &
+pids+=("$!")
+names+=("webhooks")
+
 set +m  # children keep their own process groups; no job-status chatter from here on
 
-# Block until either child exits (or a signal runs the trap).
+# Block until any child exits (or a signal runs the trap).
 status=0
 wait -n "${pids[@]}" || status=$?
 for i in "${!pids[@]}"; do

@@ -121,6 +121,18 @@ def test_worker_consumes_the_queue_the_api_sends_to(config):
         assert configured == queue, f"{service} sends to {configured!r}, worker consumes {queue!r}"
 
 
+def test_webhook_worker_consumes_the_webhook_queue_apart_from_training(config):
+    """Deliveries never wait behind a training: their own queue, a light threads worker, no GPU."""
+    command = _command(config, "webhooks")
+    assert command[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+    assert _option(command, "--pool", "-P") == "threads"
+    queue = _option(command, "-Q", "--queues")
+    assert queue != _option(_command(config, "worker"), "-Q", "--queues")
+    for service in ("api", "worker", "webhooks"):
+        assert _env(config, service)["MMLOP_WEBHOOK_QUEUE"] == queue, service
+    assert "deploy" not in config["services"]["webhooks"]
+
+
 def test_migrate_runs_alembic_once_after_postgres_is_healthy(config):
     migrate = config["services"]["migrate"]
     assert _command(config, "migrate") == ["alembic", "upgrade", "head"]

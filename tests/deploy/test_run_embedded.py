@@ -134,6 +134,9 @@ def test_ctrl_c_stops_api_worker_and_their_children(fake_repo, stubborn):
         assert (root / "var" / "migrated").exists()
         worker_call = next(c for c in calls if c.startswith("celery "))
         assert "-A worker.celery_app worker --concurrency 1 -Q fakequeue" in worker_call
+        # the light webhook worker: its own queue, threads (docs/SERVICE.md "Webhooks")
+        assert any(c.startswith("celery ") and "--pool threads" in c and "-Q fakequeue" in c
+                   for c in calls), calls
         api_call = next(c for c in calls if c.startswith("uvicorn "))
         assert api_call.startswith(f"uvicorn api.main:app --host 127.0.0.1 --port {port}")
 
