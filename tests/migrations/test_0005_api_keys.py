@@ -5,33 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 
-from utils.stack import REPO, create_pg_database, drop_pg_database
+from utils.migrations import alembic_config, column_names
+from utils.stack import create_pg_database, drop_pg_database
 
 COLUMNS = {"name", "last_used_at", "expires_at"}
 
 
-def _config(url: str) -> Config:
-    cfg = Config(str(REPO / "alembic.ini"))
-    cfg.set_main_option("sqlalchemy.url", url)
-    cfg.attributes["configure_logger"] = False
-    return cfg
-
-
 def _key_columns(url: str) -> set[str]:
-    engine = create_engine(url)
-    try:
-        return {c["name"] for c in inspect(engine).get_columns("api_keys")}
-    finally:
-        engine.dispose()
+    return column_names(url, "api_keys")
 
 
 def _check(url: str) -> None:
-    cfg = _config(url)
+    cfg = alembic_config(url)
     command.upgrade(cfg, "0004")
     assert not COLUMNS & _key_columns(url)
     engine = create_engine(url)
@@ -63,8 +51,3 @@ def test_0005_on_postgresql() -> None:
         _check(url)
     finally:
         drop_pg_database(url)
-
-
-@pytest.fixture(autouse=True)
-def _no_inherited_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MMLOP_DATABASE_URL", raising=False)

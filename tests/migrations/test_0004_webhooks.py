@@ -1,0 +1,51 @@
+"""Revision 0004 (webhooks) on SQLite and PostgreSQL: an adaptation from before it reads with no
+callback_url after the upgrade, the three tables appear, and it downgrades and upgrades again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import create_engine, text
+
+from utils.migrations import alembic_config, column_names, table_names
+from utils.stack import create_pg_database, drop_pg_database
+
+TABLES = {"webhook_secrets", "webhook_events", "webhook_attempts"}
+
+
+def _check(url: str) -> None:
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0003")
+    assert not TABLES & table_names(url) and "callback_url" not in column_names(url, "adaptations")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'old', "
+                          "CURRENT_TIMESTAMP)"))
+        conn.execute(text(
+            "INSERT INTO adaptations (id, tenant_id, status, request_hash, class_names, images, "
+            "num_images, adapter_config, train_config, backbone, pretrained, attempt, "
+            "cancel_requested, created_at) VALUES ('a1', 't1', 'succeeded', 'h', '[]', '[]', 0, "
+            "'{}', '{}', 'b', 'p', 1, false, CURRENT_TIMESTAMP)"))
+    command.upgrade(cfg, "0004")
+    assert TABLES <= table_names(url) and "callback_url" in column_names(url, "adaptations")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT callback_url FROM adaptations WHERE id = 'a1'")
+                            ).scalar_one() is None
+    engine.dispose()
+    command.downgrade(cfg, "0003")
+    assert not TABLES & table_names(url) and "callback_url" not in column_names(url, "adaptations")
+    command.upgrade(cfg, "head")
+    assert TABLES <= table_names(url)
+
+
+def test_0004_on_sqlite(tmp_path: Path) -> None:
+    _check(f"sqlite:///{tmp_path / 'hooks.db'}")
+
+
+def test_0004_on_postgresql() -> None:
+    url = create_pg_database()
+    try:
+        _check(url)
+    finally:
+        drop_pg_database(url)
