@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import openapi, problem
+from api import console, openapi, problem
 from api.metrics import Metrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
 from api.routes import adaptations, classify, docs, health, keys
@@ -54,6 +54,7 @@ def create_app() -> FastAPI:
     app.include_router(webhooks.router)
     docs.install(app)
     openapi.install(app)
+    console.mount(app)  # the web console at /ui/
     return app
 
 

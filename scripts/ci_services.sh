@@ -2,9 +2,10 @@
 # Make sure what the test suite needs is present and answering (used by `make test`, `.ci/run`):
 #   - PostgreSQL (local cluster via pg_ctlcluster) answering pg_isready,
 #   - Redis on 127.0.0.1:6379 answering PING,
-#   - Debian packages the tests call (docker-compose for the compose-file tests) or read
-#     (dataset-fashion-mnist for the tiny backbone's evidence tests), installed with apt-get only
-#     when the command or file is absent.
+#   - Debian packages the tests call (docker-compose for the compose-file tests, chromium and
+#     chromium-driver for the web console's browser test) or read (dataset-fashion-mnist for the
+#     tiny backbone's evidence tests), installed with apt-get only when the command or file is
+#     absent.
 # Idempotent: services already running are left alone. Exits non-zero if a service cannot be
 # brought up within MMLOP_SERVICE_WAIT seconds (default 60).
 set -euo pipefail
@@ -32,6 +33,9 @@ wait_for() {  # wait_for NAME CMD...
 # --- Debian packages -----------------------------------------------------------------------------
 missing=()
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# headless browser + WebDriver for tests/ui (selenium comes from pyproject.toml's dev extra)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v pg_isready >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
 # Fashion-MNIST photos: the tiny backbone's evidence tests read the test split

@@ -60,7 +60,9 @@ def test_starts_what_is_down_and_installs_what_is_missing(fake_bin):
     proc = _run(bin_dir)
     assert proc.returncode == 0, proc.stderr
     calls = _calls(log)
-    assert "apt-get install -y --no-install-recommends docker-compose" in calls
+    (install,) = [c for c in calls if c.startswith("apt-get install")]
+    assert install.startswith("apt-get install -y --no-install-recommends docker-compose")
+    assert {"chromium", "chromium-driver"} <= set(install.split())
     version = sorted(os.listdir("/etc/postgresql"))[0]
     assert f"pg_ctlcluster --skip-systemctl-redirect {version} main start" in calls
     started = next(c for c in calls if c.startswith("redis-server"))
@@ -72,7 +74,8 @@ def test_leaves_running_services_and_present_tools_alone(fake_bin):
     bin_dir, state, log = fake_bin
     (state / "pg").touch()
     (state / "redis").touch()
-    _fake(bin_dir, "docker-compose", "exit 0\n")
+    for tool in ("docker-compose", "chromium", "chromedriver"):
+        _fake(bin_dir, tool, "exit 0\n")
     proc = _run(bin_dir)
     assert proc.returncode == 0, proc.stderr
     calls = _calls(log)
