@@ -84,9 +84,9 @@ def get_tenant(request: Request, response: Response, session: SessionDep,
                            headers=challenge)
     row, tenant = found
     request.state.api_key_id = row.id  # /keys refuses to revoke it by accident
-    tenant_id = tenant.id
-    touch_key(session, row)  # at most once a minute per key; commits (expiring ``tenant``)
-    state = ratelimit.enforce(tenant_id, settings)
+    if touch_key(session, row):  # at most once a minute per key; its commit expired ``tenant``:
+        session.refresh(tenant)  # reload it here (a thread), not lazily in an async route
+    state = ratelimit.enforce(tenant.id, settings)
     response.headers.update(state.headers())
     return tenant
 
