@@ -85,7 +85,5 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "problems": {422: ["invalid-image", "invalid-class-name"], 503: _MODEL_503},
     },
     ("post", "/keys"): {"request": {"application/json": {"name": "ci"}}},
-    ("delete", "/keys/{key_id}"): {"problems": {409: ["current-key", "last-key"]}},
-    ("post", "/keys/{key_id}/rotate"): {"request": {"application/json": {"overlap_s": 3600}},
-                                         "problems": {409: ["key-inactive"]}},
+    ("post", "/keys/{key_id}/rotate"): {"request": {"application/json": {"overlap_s": 3600}}},
 }

@@ -105,7 +105,8 @@ def create_key(request: Request, session: SessionDep, tenant: TenantDep,
     return _public(row, request, ApiKeyCreated, key=key)
 
 
-@router.delete("/{key_id}", status_code=204, summary="Revoke an API key")
+@router.delete("/{key_id}", status_code=204, summary="Revoke an API key",
+               openapi_extra={"x-problems": {409: ["current-key", "last-key"]}})
 def revoke_key(key_id: str, request: Request, session: SessionDep, tenant: TenantDep,
                allow_current: bool = Query(False, description="also revoke the key making this "
                                                               "request")) -> Response:
@@ -122,7 +123,8 @@ def revoke_key(key_id: str, request: Request, session: SessionDep, tenant: Tenan
 
 
 @router.post("/{key_id}/rotate", status_code=201, response_model=ApiKeyCreated,
-             summary="Rotate an API key: a new key, the old one expires after an overlap")
+             summary="Rotate an API key: a new key, the old one expires after an overlap",
+             openapi_extra={"x-problems": {409: ["key-inactive"]}})
 def rotate_key(key_id: str, request: Request, session: SessionDep, tenant: TenantDep,
                body: ApiKeyRotate = Body(default_factory=ApiKeyRotate)) -> ApiKeyCreated:
     """Issue the key's successor (same name, shown once); the old key keeps working for

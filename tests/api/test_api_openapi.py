@@ -61,6 +61,11 @@ def test_every_error_answer_is_a_documented_problem(doc):
         assert f"`{kind}`" in create[str(code)]["description"], (code, kind)
         assert kind in create[str(code)]["content"][PROBLEM]["examples"]
     assert "Retry-After" in create["429"]["headers"]
+    # Kinds a route declares itself (openapi_extra x-problems), merged with its traits' ones.
+    revoke = doc["paths"]["/keys/{key_id}"]["delete"]
+    assert "x-problems" not in revoke
+    assert {"current-key", "last-key"} <= set(revoke["responses"]["409"]["content"][PROBLEM]["examples"])
+    assert "`not-found`" in revoke["responses"]["404"]["description"]
 
 
 def test_real_problem_bodies_match_the_schema_and_a_documented_kind(pg_stack, doc, tenant_factory):
