@@ -190,24 +190,55 @@ window.fetch = (url, options) => String(url).endsWith('/events')
 """
 
 
-def test_console_polls_where_there_is_no_events_route(embedded_stack, chrome, tmp_path):
+# Drops two loose PNG files (made in the page) on the training drop zone, as a file manager would.
+_DROP_JS = """
+const files = await Promise.all([1, 2].map((n) => new Promise((done) => {
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 28;
+  canvas.toBlob((blob) => done(new File([blob], 'loose' + n + '.png', {type: 'image/png'})));
+})));
+const transfer = new DataTransfer();
+files.forEach((file) => transfer.items.add(file));
+document.getElementById('train-drop').dispatchEvent(
+  new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+"""
+
+
+def test_console_trains_from_class_folders_and_polls_without_events(embedded_stack, chrome,
+                                                                     tmp_path):
+    """Photos picked as a folder of class folders are labelled by their folder (sent as
+    ``images`` + ``labels``); loose dropped photos take the typed class; with no events route
+    the page polls the job."""
     from selenium.webdriver.common.keys import Keys
 
     _, key = make_tenant(embedded_stack.database_url)
-    archive = tmp_path / "clothes.zip"
-    archive.write_bytes(class_zip(photos("train", 4, CLASSES[:2])))
+    root = tmp_path / "clothes"
+    for label, path in photos("train", 4, CLASSES[:2]):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        (root / label / path.name).write_bytes(path.read_bytes())
     chrome.get(embedded_stack.base_url + "/ui/")
+    by_id = lambda element_id: chrome.find_element("id", element_id)  # noqa: E731
+    by_id("train-label").send_keys("shirt")
+    chrome.execute_script(_DROP_JS)
+    _wait(chrome, lambda d: "2 photos in 1 classes: shirt (2)" in _text(d, "train-summary"), 10,
+          "the dropped photos")
+    by_id("train-clear").send_keys(Keys.ENTER)
+    by_id("train-folder").send_keys(str(root))
+    _wait(chrome, lambda d: "8 photos in 2 classes: bag (4), sneaker (4)" in _text(d, "train-summary"),
+          10, "the class folders")
     network_requests(chrome)  # drop what came before
     chrome.execute_script(_NO_EVENTS_JS)
-    chrome.find_element("id", "api-key").send_keys(key + Keys.ENTER)
-    chrome.find_element("id", "train-files").send_keys(str(archive))
-    chrome.find_element("id", "train-config").send_keys('{"epochs": 1, "shots": 4}')
-    chrome.find_element("id", "train-start").send_keys(Keys.ENTER)
+    by_id("api-key").send_keys(key + Keys.ENTER)
+    by_id("train-config").send_keys('{"epochs": 1, "shots": 4}')
+    by_id("train-start").send_keys(Keys.ENTER)
     _wait(chrome, lambda d: "succeeded" in _text(d, "train-status"), 120, "training to succeed")
-    job_id = chrome.find_element("id", "classify-adapter").get_attribute("value")
+    job_id = by_id("classify-adapter").get_attribute("value")
     polls = [r for r in network_requests(chrome)
              if r["type"] == "Fetch" and r["url"] == f"{embedded_stack.base_url}/adaptations/{job_id}"]
     assert polls and _text(chrome, "errors") == ""
+    with embedded_stack.client(key) as client:
+        job = client.get(f"/adaptations/{job_id}").json()
+    assert job["num_images"] == 8 and job["class_names"] == CLASSES[:2]
 
 
 def test_console_is_usable_from_the_keyboard(embedded_stack, chrome, shots):
