@@ -16,9 +16,14 @@ Config values are then range-checked field by field by ``AdapterConfig``/``Train
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from api.problem import ProblemError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+ModelT = TypeVar("ModelT", bound="BaseModel")
 
 INT32_MAX = 2**31 - 1  # the largest value of a PostgreSQL INTEGER column or parameter
 JSON_INT_MAX = 2**53 - 1  # the largest integer a double holds exactly (RFC 7493 section 2.2)
@@ -64,20 +69,43 @@ def loads_bounded(raw: str | bytes, field: str, kind: str = "validation-error") 
         The parsed value (ints, floats, strings, lists, dicts).
 
     Raises:
-        ProblemError: 422 naming ``field`` for invalid JSON, or the key path of an integer
-            outside the bounds.
+        ProblemError: 422 naming ``field`` for invalid or too deeply nested JSON, or the key
+            path of an integer outside the bounds.
     """
     try:
         data = json.loads(raw, parse_int=_parse_int)
+        found = _find_oversized(data, field)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" at {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
         raise ProblemError(422, f"{field or 'body'} is not valid JSON: {msg}{where}", kind=kind,
                            field=field or "body") from exc
-    found = _find_oversized(data, field)
+    except RecursionError as exc:  # [[[[...]]]] deeper than the parser's (or our walk's) stack
+        raise ProblemError(422, f"{field or 'body'} is nested too deeply", kind=kind,
+                           field=field or "body") from exc
     if found is not None:
         path, number = found
         shown = number.literal if len(number.literal) <= 24 else number.literal[:20] + "..."
         raise ProblemError(422, f"{path or 'body'}: {shown} is out of range; integers must lie "
                            f"within +-{JSON_INT_MAX}", kind=kind, field=path or "body")
     return data
+
+
+def parse_json_body(raw: str | bytes, model: type[ModelT]) -> ModelT:
+    """A JSON request body parsed by :func:`loads_bounded` and validated by the pydantic
+    ``model``.
+
+    Raises:
+        ProblemError: 422 ``validation-error`` naming the first wrong member as a path
+            (``class_names[1]``, ``images[3].label``; ``body`` for the whole document).
+    """
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(loads_bounded(raw, ""))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                        for p in err.get("loc", ())).lstrip(".") or "body"
+        raise ProblemError(422, f"{field}: {err.get('msg')}", kind="validation-error",
+                           field=field) from exc

@@ -74,6 +74,56 @@ class ClassifyJSON(BaseModel):
     )
 
 
+class TrainingImageJSON(BaseModel):
+    """One labelled training image of a JSON ``POST /adaptations`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="the image file, base64-encoded (standard alphabet, padded)")
+    label: str = Field(description="its class name")
+    filename: str | None = Field(default=None, max_length=255,
+                                 description="its original file name, used in error messages")
+
+
+class AdaptationJSON(BaseModel):
+    """JSON body of ``POST /adaptations``: the multipart form's fields, images as base64.
+
+    Limits count the decoded bytes; the whole body is bounded by the request body limit
+    (base64 adds a third) and parsed in memory, so large sets travel better as a multipart
+    ``archive`` (streamed). ``name``, ``metadata`` and ``callback_url`` are checked as the
+    form's fields of the same names.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[TrainingImageJSON] = Field(min_length=1)
+    class_names: list[str] | None = Field(default=None,
+                                          description="class order (default: sorted labels)")
+    config: dict[str, Any] | None = Field(
+        default=None, description='{"adapter": {...}, "train": {...}} or flat {"preset": "mmlop", "epochs": 5, ...}')
+    name: str | None = Field(default=None, description="the owner's label")
+    metadata: dict[str, Any] | None = Field(default=None, description="flat object of string values")
+    callback_url: str | None = Field(default=None, description="webhook URL for the end of training")
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """JSON schema of ``model`` with its ``$defs`` inlined, for an ``openapi_extra`` request
+    body (FastAPI leaves a model's ``$defs`` there, where ``#/$defs/..`` would not resolve)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
+
+
 class PredictionPublic(BaseModel):
     """One label and its softmax probability."""
 

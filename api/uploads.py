@@ -6,16 +6,21 @@ Every check raises ``ProblemError`` (413 for size limits, 422 for bad content), 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import logging
 import stat
+import tempfile
 import unicodedata
 import zipfile
+import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -28,16 +33,83 @@ _FORMAT_SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp",
                   "TIFF": ".tif"}
 _MAX_RATIO = 200  # uncompressed / compressed size above which an entry is a zip bomb
 _SKIP_NAMES = ("__MACOSX/", ".DS_Store", "Thumbs.db")
+_CHUNK = 256 * 1024  # bytes read at a time while hashing and copying uploads
+SPOOL_MAX = 1024 * 1024  # a spooled copy moves from memory to a temporary file past this size
 
 
 @dataclass
 class ImageItem:
-    """One validated image: its bytes, file suffix, label and original name."""
+    """One validated training image, never held whole in memory.
 
-    data: bytes
+    ``open()`` is a context manager giving a fresh binary stream of its bytes from the start
+    (the spooled multipart part, or the zip entry), read in chunks by the blob store's
+    ``put_stream``. ``size`` is its byte count, ``sha256`` the 32-byte digest of those bytes
+    (for the Idempotency-Key request hash), ``suffix`` the file suffix of its format, ``label``
+    its class and ``filename`` its original name.
+    """
+
+    open: Callable[[], AbstractContextManager[BinaryIO]]
+    size: int
+    sha256: bytes
     suffix: str
     label: str
     filename: str
+
+
+@dataclass
+class _Scanned:
+    size: int
+    sha256: bytes
+    head: bytes  # the first bytes (a nested zip's magic)
+
+
+@contextmanager
+def rewound(fh: BinaryIO) -> Iterator[BinaryIO]:
+    """``fh`` seeked to its start, left open afterwards (it belongs to the form or a spool)."""
+    fh.seek(0)
+    yield fh
+
+
+def _scan(src: IO[bytes], name: str, limit: int, copy_to: IO[bytes] | None = None) -> _Scanned:
+    """Read ``src`` in chunks: byte count and SHA-256, optionally copying it to ``copy_to``.
+
+    413 naming ``name`` as soon as more than ``limit`` bytes have come.
+    """
+    digest, size, head = hashlib.sha256(), 0, b""
+    while chunk := src.read(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise ProblemError(413, f"{name} is larger than the limit of {limit} bytes",
+                               kind="too-large", field=name)
+        head = head or chunk[:8]
+        digest.update(chunk)
+        if copy_to is not None:
+            copy_to.write(chunk)
+    return _Scanned(size, digest.digest(), head)
+
+
+def file_item(fh: BinaryIO, name: str, label: str, filename: str, settings: Settings) -> ImageItem:
+    """An item of the seekable file ``fh`` (a spooled multipart part): hashed in chunks and
+    checked by :func:`decode_image`; 413/422 naming ``name``."""
+    fh.seek(0)
+    scanned = _scan(fh, name, settings.upload_max_file_bytes)
+    return _checked_item(fh, scanned, name, label, filename, settings, open_=functools.partial(rewound, fh))
+
+
+def check_total(items: list[ImageItem], settings: Settings) -> None:
+    """413 ``too-large`` (field ``images``) when the items hold more than ``upload_max_bytes``."""
+    if sum(item.size for item in items) > settings.upload_max_bytes:
+        raise ProblemError(413, f"uploads exceed {settings.upload_max_bytes} bytes",
+                           kind="too-large", field="images")
+
+
+def _checked_item(fh: BinaryIO, scanned: _Scanned, name: str, label: str, filename: str,
+                  settings: Settings, open_: Callable[[], AbstractContextManager[BinaryIO]]) -> ImageItem:
+    if scanned.size == 0:
+        raise ProblemError(422, f"{name} is empty (0 bytes)", kind="invalid-image", field=name)
+    fh.seek(0)
+    suffix = check_image(fh, name, settings)
+    return ImageItem(open_, scanned.size, scanned.sha256, suffix, label, filename)
 
 
 async def read_form(request: Any, max_images: int, max_fields: int, fields_name: str) -> Any:
@@ -74,22 +146,26 @@ def read_limited(fh: IO[bytes], limit: int, name: str) -> bytes:
     return data
 
 
-def check_image(data: bytes, name: str, settings: Settings) -> str:
+def check_image(data: bytes | BinaryIO, name: str, settings: Settings) -> str:
     """Check that ``data`` decodes as an image within the pixel limit; returns its suffix."""
     return decode_image(data, name, settings)[0]
 
 
-def decode_image(data: bytes, name: str, settings: Settings) -> tuple[str, Image.Image]:
+def decode_image(data: bytes | BinaryIO, name: str, settings: Settings) -> tuple[str, Image.Image]:
     """Check and fully decode ``data`` once: its file suffix and the decoded PIL image.
 
-    The header is read first (format, size, decompression bombs: 413/422 naming ``name``),
-    then the pixels are decoded by :func:`mmlop_core.open_image` (which also scales float and
-    16-bit images); a decoder error is a 422.
+    ``data`` is the image's bytes or a seekable binary file positioned at its start (read from
+    there, not closed). The header is read first (format, size, decompression bombs: 413/422
+    naming ``name``), then the pixels are decoded by :func:`mmlop_core.open_image` (which also
+    scales float and 16-bit images); a decoder error is a 422.
     """
-    if not data:
+    fh = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    start = fh.tell()
+    if not fh.read(1):
         raise ProblemError(422, f"{name} is empty (0 bytes)", kind="invalid-image", field=name)
+    fh.seek(start)
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(fh) as img:
             width, height = img.size
             fmt = img.format or ""
     except Image.DecompressionBombError as exc:
@@ -107,8 +183,9 @@ def decode_image(data: bytes, name: str, settings: Settings) -> tuple[str, Image
                            f"{settings.upload_max_pixels}", kind="too-large", field=name)
     from mmlop_core import ImageError, open_image
 
+    fh.seek(start)
     try:
-        image = open_image(data, name=name, max_pixels=settings.upload_max_pixels)
+        image = open_image(fh, name=name, max_pixels=settings.upload_max_pixels)
     except ImageError as exc:  # its message starts with `name` and says what is wrong
         raise ProblemError(422, str(exc), kind="invalid-image", field=name) from exc
     except Exception as exc:  # noqa: BLE001 - a decoder error: no library text reaches the user
@@ -138,67 +215,86 @@ def read_archive(fh: IO[bytes], settings: Settings) -> list[ImageItem]:
     """Images of a zip with one folder per class (optionally under one top folder).
 
     Rejects path traversal, absolute paths, symlinks, nested archives and zip bombs (declared
-    or actual uncompressed size above the limits, or an extreme compression ratio).
+    or actual uncompressed size above the limits, or an extreme compression ratio). Entries
+    are streamed: each is decompressed in chunks into a spooled copy (hashed, size-checked,
+    decoded once, then dropped) and its item reopens the entry for storing, so neither the
+    archive nor its images sit whole in memory. ``fh`` (seekable) must stay open until the
+    items are stored; the zip holds no other resource.
     """
     try:
         zf = zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ProblemError(422, f"archive is not a valid zip file: {exc}", kind="invalid-archive",
                            field="archive") from exc
-    with zf:
-        entries: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
-        total = 0
-        for info in zf.infolist():
-            parts = _entry_parts(info)
-            if info.is_dir() or not parts:
-                continue
-            if any(info.filename.startswith(s) or parts[-1] == s for s in _SKIP_NAMES) or \
-                    parts[-1].startswith("."):
-                continue
-            if parts[-1].lower().endswith((".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")):
-                raise ProblemError(422, f"archive entry {info.filename!r} is a nested archive",
-                                   kind="invalid-archive", field="archive")
-            if info.file_size > settings.upload_max_file_bytes:
-                raise ProblemError(413, f"archive entry {info.filename!r} is larger than "
-                                   f"{settings.upload_max_file_bytes} bytes", kind="too-large",
-                                   field="archive")
-            if info.compress_size and info.file_size > 1_000_000 and \
-                    info.file_size / info.compress_size > _MAX_RATIO:
-                raise ProblemError(413, f"archive entry {info.filename!r} has a compression ratio "
-                                   "typical of a zip bomb", kind="too-large", field="archive")
-            total += info.file_size
-            if total > settings.upload_max_bytes:
-                raise ProblemError(413, f"archive expands to more than {settings.upload_max_bytes} "
-                                   "bytes", kind="too-large", field="archive")
-            entries.append((info, parts))
-        if len(entries) > settings.upload_max_files:
-            raise ProblemError(413, f"archive holds {len(entries)} files, more than the limit of "
-                               f"{settings.upload_max_files}", kind="too-large", field="archive")
-        if not entries:
-            raise ProblemError(422, "archive holds no images; expected <class>/<image> entries",
-                               kind="invalid-archive", field="archive")
-        depths = {len(p) for _, p in entries}
-        roots = {p[0] for _, p in entries}
-        strip = 1 if depths == {3} and len(roots) == 1 else 0
-        if {d - strip for d in depths} != {2}:
-            raise ProblemError(422, "archive must hold one folder per class: <class>/<image> "
-                               "(optionally inside one top folder)", kind="invalid-archive",
-                               field="archive")
-        items: list[ImageItem] = []
-        actual = 0
-        for info, parts in entries:
-            with zf.open(info) as member:
-                data = read_limited(member, settings.upload_max_file_bytes, f"archive:{info.filename}")
-            actual += len(data)
+    entries, strip = _archive_entries(zf, settings)
+    items: list[ImageItem] = []
+    actual = 0
+    for info, parts in entries:
+        name = f"archive:{info.filename}"
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX) as spool:
+            try:
+                with zf.open(info) as member:
+                    scanned = _scan(member, name, settings.upload_max_file_bytes, copy_to=spool)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise ProblemError(422, f"archive entry {info.filename!r} cannot be extracted: "
+                                   "its data is corrupt or uses an unsupported compression",
+                                   kind="invalid-archive", field="archive") from exc
+            actual += scanned.size
             if actual > settings.upload_max_bytes:
                 raise ProblemError(413, f"archive expands to more than {settings.upload_max_bytes} "
                                    "bytes", kind="too-large", field="archive")
-            if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+            if scanned.head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
                 raise ProblemError(422, f"archive entry {info.filename!r} is a nested archive",
                                    kind="invalid-archive", field="archive")
-            suffix = check_image(data, f"archive:{info.filename}", settings)
-            items.append(ImageItem(data, suffix, parts[strip], info.filename))
-        return items
+            item = _checked_item(spool, scanned, name, parts[strip], info.filename, settings,
+                                 open_=functools.partial(zf.open, info))
+        items.append(item)
+    return items
+
+
+def _archive_entries(zf: zipfile.ZipFile, settings: Settings
+                     ) -> tuple[list[tuple[zipfile.ZipInfo, tuple[str, ...]]], int]:
+    """The image entries of ``zf`` with their path parts, and how many leading parts to strip
+    (1 under one top folder); checks names, kinds and declared sizes (413/422 ``archive``)."""
+    entries: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
+    total = 0
+    for info in zf.infolist():
+        parts = _entry_parts(info)
+        if info.is_dir() or not parts:
+            continue
+        if any(info.filename.startswith(s) or parts[-1] == s for s in _SKIP_NAMES) or \
+                parts[-1].startswith("."):
+            continue
+        if parts[-1].lower().endswith((".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")):
+            raise ProblemError(422, f"archive entry {info.filename!r} is a nested archive",
+                               kind="invalid-archive", field="archive")
+        if info.file_size > settings.upload_max_file_bytes:
+            raise ProblemError(413, f"archive entry {info.filename!r} is larger than "
+                               f"{settings.upload_max_file_bytes} bytes", kind="too-large",
+                               field="archive")
+        if info.compress_size and info.file_size > 1_000_000 and \
+                info.file_size / info.compress_size > _MAX_RATIO:
+            raise ProblemError(413, f"archive entry {info.filename!r} has a compression ratio "
+                               "typical of a zip bomb", kind="too-large", field="archive")
+        total += info.file_size
+        if total > settings.upload_max_bytes:
+            raise ProblemError(413, f"archive expands to more than {settings.upload_max_bytes} "
+                               "bytes", kind="too-large", field="archive")
+        entries.append((info, parts))
+    if len(entries) > settings.upload_max_files:
+        raise ProblemError(413, f"archive holds {len(entries)} files, more than the limit of "
+                           f"{settings.upload_max_files}", kind="too-large", field="archive")
+    if not entries:
+        raise ProblemError(422, "archive holds no images; expected <class>/<image> entries",
+                           kind="invalid-archive", field="archive")
+    depths = {len(p) for _, p in entries}
+    roots = {p[0] for _, p in entries}
+    strip = 1 if depths == {3} and len(roots) == 1 else 0
+    if {d - strip for d in depths} != {2}:
+        raise ProblemError(422, "archive must hold one folder per class: <class>/<image> "
+                           "(optionally inside one top folder)", kind="invalid-archive",
+                           field="archive")
+    return entries, strip
 
 
 # ---- class names -------------------------------------------------------------------------------

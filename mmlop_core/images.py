@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -13,7 +14,7 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
-def open_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(data: bytes | BinaryIO, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode `data` into an RGB image with EXIF orientation applied.
 
     Only formats in :data:`ALLOWED_FORMATS` are accepted; animated images give their first
@@ -21,7 +22,8 @@ def open_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_P
     RGB (alpha is composited on white; float images must hold values in [0, 1], 1.0 white).
 
     Args:
-        data: encoded image bytes.
+        data: encoded image bytes, or a seekable binary file holding them from its current
+            position (read, never closed; e.g. a spooled upload, so no copy sits in memory).
         name: the file name, used in error messages.
         max_pixels: largest width*height accepted (decompression-bomb guard).
 
@@ -32,12 +34,14 @@ def open_image(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_P
         ImageError: empty, truncated, not an image, a format outside the allowlist, over
             `max_pixels`, or a float image with values outside [0, 1].
     """
-    if not data:
-        raise ImageError(f"{name}: file is empty")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        if not data:
+            raise ImageError(f"{name}: file is empty")
+        data = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            img = Image.open(data, formats=ALLOWED_FORMATS)
             if img.width * img.height > max_pixels:
                 raise ImageError(f"{name}: {img.width}x{img.height} pixels exceeds the limit of {max_pixels} pixels")
             img.seek(0)

@@ -20,8 +20,9 @@ from api.checkpoints import adapter_zip
 from api.config_form import check_init_words, check_template, parse_config
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import BACKBONE_UNAVAILABLE, ProblemError
-from api.schemas import AdaptationList, AdaptationPublic
-from api.uploads import ImageItem, check_classes, check_image, read_archive, read_form, read_limited
+from api.schemas import AdaptationJSON, AdaptationList, AdaptationPublic, inline_schema
+from api.upload_json import json_form
+from api.uploads import ImageItem, check_classes, check_total, file_item, read_archive, read_form
 from service import queue, quotas
 from service.blobs import BlobStore
 from service.db import get_sessionmaker
@@ -54,7 +55,8 @@ _CREATE_BODY = {
                                                   '{"preset": "mmlop", "epochs": 5, ...}'},
                     },
                 }
-            }
+            },
+            "application/json": {"schema": inline_schema(AdaptationJSON)},
         },
     }
 }
@@ -103,7 +105,7 @@ def _request_hash(items: list[ImageItem], class_names: list[str], adapter_cfg: d
                   train_cfg: dict) -> str:
     h = hashlib.sha256()
     for item in items:
-        h.update(item.label.encode() + b"\0" + hashlib.sha256(item.data).digest())
+        h.update(item.label.encode() + b"\0" + item.sha256)
     h.update(json.dumps([class_names, adapter_cfg, train_cfg], sort_keys=True).encode())
     return h.hexdigest()
 
@@ -159,7 +161,7 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
                 job = existing
     if job is None:
         with get_sessionmaker()() as session:
-            quotas.check_new_adaptation(session, tenant_id, sum(len(i.data) for i in items),
+            quotas.check_new_adaptation(session, tenant_id, sum(i.size for i in items),
                                         settings)
         job = _store_new(tenant_id, items, class_names, index, digest, adapter_cfg, train_cfg,
                          idem_key, settings, blobs)
@@ -187,13 +189,14 @@ def _store_new(tenant_id: str, items: list[ImageItem], class_names: list[str],
         try:
             for n, item in enumerate(items):
                 key = upload_key(tenant_id, job_id, n, item.suffix)
-                blobs.put(key, item.data)
+                with item.open() as src:  # streamed in chunks, never whole in memory
+                    blobs.put_stream(key, src)
                 manifest.append([key, index[item.label]])
             job = Adaptation(
                 id=job_id, tenant_id=tenant_id, status=JobStatus.queued.value,
                 idempotency_key=idem_key, request_hash=digest, class_names=class_names,
                 images=manifest, num_images=len(manifest), adapter_config=adapter_cfg,
-                upload_bytes=sum(len(item.data) for item in items),
+                upload_bytes=sum(item.size for item in items),
                 train_config=train_cfg, backbone=settings.backbone, pretrained=settings.pretrained,
                 attempt=0, cancel_requested=False, created_at=utcnow(),
             )
@@ -273,19 +276,14 @@ def _collect_items(form: Any, settings: Settings) -> tuple[list[ImageItem], list
             raise ProblemError(413, f"{len(images)} images is more than the limit of "
                                f"{settings.upload_max_files}", kind="too-large", field="images")
         items = []
-        total = 0
         for n, (upload, label) in enumerate(zip(images, labels)):
             name = f"images[{n}]" + (f" ({upload.filename})" if upload.filename else "")
-            data = read_limited(upload.file, settings.upload_max_file_bytes, name)
-            total += len(data)
-            if total > settings.upload_max_bytes:
-                raise ProblemError(413, f"uploads exceed {settings.upload_max_bytes} bytes",
-                                   kind="too-large", field="images")
             if not label.strip():
                 raise ProblemError(422, f"labels[{n}] is empty", kind="validation-error",
                                    field="labels")
-            items.append(ImageItem(data, check_image(data, name, settings), label.strip(),
-                                   upload.filename or name))
+            items.append(file_item(upload.file, name, label.strip(), upload.filename or name,
+                                   settings))
+        check_total(items, settings)
     return items, class_names, config
 
 
@@ -299,8 +297,10 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
         raise ProblemError(413, f"request body is larger than {settings.upload_max_bytes} bytes",
                            kind="too-large")
     ctype = request.headers.get("content-type", "")
-    if not ctype.startswith("multipart/form-data"):
-        raise ProblemError(415, "send multipart/form-data with `images`+`labels` or `archive`",
+    is_json = ctype.startswith("application/json")
+    if not is_json and not ctype.startswith("multipart/form-data"):
+        raise ProblemError(415, "send multipart/form-data with `images`+`labels` or `archive`, or "
+                           'JSON {"images": [{"data": "<base64>", "label": "..."}, ...]}',
                            kind="unsupported-media-type")
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is not None and runtime.failed:  # the worker shares these settings: the job could only fail
@@ -309,8 +309,11 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
     if idem_key is not None and not (0 < len(idem_key) <= 200):
         raise ProblemError(422, "Idempotency-Key must be 1..200 characters",
                            kind="validation-error", field="Idempotency-Key")
-    form = await read_form(request, settings.upload_max_files, settings.upload_max_files * 2 + 100,
-                           fields_name="images")
+    if is_json:  # the same form, images spooled from base64 (api/upload_json.py)
+        form = await run_in_threadpool(json_form, await request.body(), settings)
+    else:
+        form = await read_form(request, settings.upload_max_files,
+                               settings.upload_max_files * 2 + 100, fields_name="images")
     try:
         items, class_names, config = await run_in_threadpool(_collect_items, form, settings)
         job, _created = await run_in_threadpool(

@@ -10,10 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from api.bounds import loads_bounded
+from api.bounds import parse_json_body
 from api.checkpoints import adapter_dir
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.problem import ProblemError
@@ -72,14 +71,7 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
         raw = await request.body()
         if len(raw) > settings.upload_max_bytes:
             raise ProblemError(413, "request body too large", kind="too-large")
-        try:
-            body = ClassifyJSON.model_validate(loads_bounded(raw, ""))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                            for p in err.get("loc", ())).lstrip(".") or "body"  # class_names[1], as elsewhere
-            raise ProblemError(422, f"{field}: {err.get('msg')}", kind="validation-error",
-                               field=field) from exc
+        body = parse_json_body(raw, ClassifyJSON)  # errors name class_names[1], as elsewhere
         images = []
         for n, text in enumerate(body.images):
             try:
