@@ -1,7 +1,8 @@
 """The client's typed results against the served ``/openapi.json``, so that they cannot drift:
 every dataclass the client exports maps to a schema (named in its docstring as ``Schema`` or by
 its own name); each of its fields exists there with a compatible JSON type, and each required
-schema field is a field of the dataclass. And the key management calls on the real server."""
+schema field is a field of the dataclass. A field marked ``field(metadata={"openapi": False})``
+does not come from the JSON body (an SSE frame's ``event`` and ``id``) and is not checked. And the key management calls on the real server."""
 
 from __future__ import annotations
 
@@ -63,8 +64,11 @@ def drift(model: type, schema: dict, schemas: dict) -> list[str]:
     hints = typing.get_type_hints(model)
     props, problems = schema.get("properties", {}), []
     for f in dataclasses.fields(model):
+        if f.metadata.get("openapi") is False:  # not from the JSON body (an SSE frame's id)
+            continue
         if f.name not in props:
-            problems.append(f"{f.name}: not in the schema")
+            problems.append(f"{f.name}: not in the schema (a member that is not part of the "
+                            "JSON body: field(metadata={'openapi': False}))")
             continue
         served, local = _schema_types(props[f.name], schemas), _py_types(hints[f.name])
         if "any" not in local and "any" not in served and not served <= local:
@@ -87,7 +91,9 @@ def test_drift_check_catches_a_wrong_model():
                                                    "score": {"type": "number"}},
                                     "required": ["label", "score"]}}
     assert drift(PredictionPublic, schemas["PredictionPublic"], schemas) == [
-        "label: schema ['string'] vs client ['integer']", "extra: not in the schema",
+        "label: schema ['string'] vs client ['integer']",
+        "extra: not in the schema (a member that is not part of the JSON body: "
+        "field(metadata={'openapi': False}))",
         "score: required by the schema, missing in the client"]
 
 
