@@ -7,9 +7,10 @@ Another tenant's key id is a 404, like an unknown one. See ``service/api_keys.py
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep, TenantDep
 from api.problem import ProblemError
@@ -18,6 +19,9 @@ from service.models import ApiKey, as_utc
 from service.tenants import key_is_active, new_key
 
 router = APIRouter(prefix="/keys", tags=["keys"])
+
+# SQLite returns naive datetimes; every stored time is UTC.
+UtcTime = Annotated[datetime, AfterValidator(as_utc)]
 
 _STATUS = {"not-found": 404, "current-key": 409, "last-key": 409, "key-inactive": 409}
 
@@ -30,20 +34,14 @@ class ApiKeyPublic(BaseModel):
     id: str
     name: str | None = None
     prefix: str = Field(description="first 12 characters of the key, to recognise it")
-    created_at: datetime
-    last_used_at: datetime | None = Field(
+    created_at: UtcTime
+    last_used_at: UtcTime | None = Field(
         default=None, description="last authenticated request (updated at most once a minute)")
-    expires_at: datetime | None = Field(
+    expires_at: UtcTime | None = Field(
         default=None, description="the key stops working then (end of a rotation's overlap)")
-    revoked_at: datetime | None = None
+    revoked_at: UtcTime | None = None
     active: bool = Field(description="neither revoked nor expired")
     current: bool = Field(default=False, description="the key that made this request")
-
-    @field_validator("created_at", "last_used_at", "expires_at", "revoked_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        """SQLite returns naive datetimes; every stored time is UTC."""
-        return as_utc(value) if value is not None else None
 
 
 class ApiKeyCreated(ApiKeyPublic):
