@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api import console, openapi, problem
 from api.metrics import Metrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
-from api.routes import adaptations, classify, docs, health, keys
+from api.routes import adaptations, classify, docs, events, health, keys, lifecycle
 from api.routes import webhooks
 from api.runtime import ModelRuntime
 from api.uploads import BodyLimitMiddleware
@@ -49,6 +49,8 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer and log line has the id
     app.include_router(health.router)
     app.include_router(adaptations.router)
+    app.include_router(events.router)
+    app.include_router(lifecycle.router)
     app.include_router(classify.router)
     app.include_router(keys.router)
     app.include_router(webhooks.router)

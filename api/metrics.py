@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -93,6 +93,8 @@ class Metrics:
         self.latency = Histogram("mmlop_http_request_duration_seconds", "HTTP request latency",
                                  ["method", "route"], registry=self.registry,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.event_streams = Gauge("mmlop_event_streams", "Open GET /adaptations/{id}/events "
+                                   "streams in this process", registry=self.registry)
         self.registry.register(StateCollector(app))
 
 

@@ -21,6 +21,13 @@ class Progress(BaseModel):
     eta_s: float | None = Field(default=None, description="estimated seconds left")
 
 
+def _as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
 class AdaptationPublic(BaseModel):
     """An adaptation job as clients see it."""
 
@@ -28,6 +35,10 @@ class AdaptationPublic(BaseModel):
 
     id: str
     status: JobStatus
+    name: str | None = Field(default=None, description="the owner's label (filter: ?name=)")
+    metadata: dict[str, str] | None = Field(
+        default=None, validation_alias="user_metadata",
+        description="the owner's string keys and values (filter: ?metadata=key:value)")
     class_names: list[str]
     num_images: int
     progress: Progress | None = None
@@ -44,13 +55,27 @@ class AdaptationPublic(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
-    @field_validator("created_at", "started_at", "finished_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        """SQLite returns naive datetimes; every stored time is UTC."""
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value
+    _utc = field_validator("created_at", "started_at", "finished_at")(_as_utc)
+
+
+class AdaptationEvent(BaseModel):
+    """``data`` of one ``GET /adaptations/{id}/events`` event: the members of an adaptation that
+    change while it runs (the SSE ``event`` is ``status``, ``progress`` or ``deleted``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: JobStatus | None = Field(description="null once the adaptation was deleted")
+    progress: Progress | None = None
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    attempt: int = 0
+    trainable_parameters: int | None = None
+    checkpoint_bytes: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    _utc = field_validator("started_at", "finished_at")(_as_utc)
 
 
 class AdaptationList(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -75,7 +76,8 @@ class Adaptation(Base):
     """One training job and, once it succeeded, the adapter it produced."""
 
     __tablename__ = "adaptations"
-    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_adaptations_idem"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_adaptations_idem"),
+                      Index("ix_adaptations_tenant_name", "tenant_id", "name"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -112,6 +114,10 @@ class Adaptation(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The owner's label and small JSON object of string values (migration 0003; limits in
+    # api/adaptation_fields.py). ``metadata`` is SQLAlchemy's own attribute, hence the name.
+    name: Mapped[str | None] = mapped_column(String(100))
+    user_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)
 
 
 class WebhookSecret(Base):

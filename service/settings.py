@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=7200, gt=0)
     # Minimum seconds between two progress writes to the database.
     progress_interval_s: float = Field(default=0.3, gt=0)
+    # GET /adaptations/{id}/events (Server-Sent Events, docs/SERVICE.md "Live progress"): seconds
+    # between two reads of the job's row, between keep-alive comments while nothing changes,
+    # and before a stream ends so that the client reconnects (bounds every stream); the
+    # reconnection delay (milliseconds) sent as each event's `retry:`.
+    events_poll_interval_s: float = Field(default=0.5, gt=0, le=60)
+    events_keepalive_s: float = Field(default=15.0, gt=0, le=300)
+    events_max_stream_s: float = Field(default=300.0, gt=0, le=86400)
+    events_retry_ms: int = Field(default=2000, ge=0, le=600_000)
     # torch threads per process (0: torch's default).
     torch_threads: int = Field(default=0, ge=0)
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from api import adaptation_fields
 from api.bounds import INT32_MAX
 from api.checkpoints import adapter_zip
 from api.config_form import check_init_words, check_template, parse_config
@@ -102,11 +103,14 @@ def _parse_class_names(values: list[str]) -> list[str] | None:
 
 
 def _request_hash(items: list[ImageItem], class_names: list[str], adapter_cfg: dict,
-                  train_cfg: dict) -> str:
+                  train_cfg: dict, name: str | None = None,
+                  metadata: dict[str, str] | None = None) -> str:
     h = hashlib.sha256()
     for item in items:
         h.update(item.label.encode() + b"\0" + item.sha256)
     h.update(json.dumps([class_names, adapter_cfg, train_cfg], sort_keys=True).encode())
+    if name is not None or metadata is not None:  # requests without them keep their old hash
+        h.update(json.dumps({"name": name, "metadata": metadata}, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -125,8 +129,12 @@ def _replay(session: Session, tenant: Tenant, key: str, digest: str) -> Adaptati
 
 def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | None,
             raw_config: str | None, idem_key: str | None, settings: Settings,
-            blobs: BlobStore) -> tuple[Adaptation, bool]:
-    """Validate, store uploads durably, insert the job; returns (job, created)."""
+            blobs: BlobStore, name: str | None = None,
+            metadata: dict[str, str] | None = None) -> tuple[Adaptation, bool]:
+    """Validate, store uploads durably, insert the job; returns (job, created).
+
+    ``name`` and ``metadata`` were checked by ``api.adaptation_fields``; they are part of the
+    request hash (a reused Idempotency-Key with other ones is refused)."""
     if not items:
         raise ProblemError(422, "no training images; send `images` + `labels` or an `archive`",
                            kind="validation-error", field="images")
@@ -145,7 +153,7 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
     check_classes(items, class_names, settings)
     check_template(config, class_names)
     check_init_words(config)
-    digest = _request_hash(items, class_names, adapter_cfg, train_cfg)
+    digest = _request_hash(items, class_names, adapter_cfg, train_cfg, name, metadata)
     with get_sessionmaker()() as session:
         tenant = session.get(Tenant, tenant_id)
         job = None
@@ -164,7 +172,7 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
             quotas.check_new_adaptation(session, tenant_id, sum(i.size for i in items),
                                         settings)
         job = _store_new(tenant_id, items, class_names, index, digest, adapter_cfg, train_cfg,
-                         idem_key, settings, blobs)
+                         idem_key, settings, blobs, name, metadata)
         if isinstance(job, tuple):
             return job
     return _enqueue(job), True
@@ -179,8 +187,9 @@ def _enqueue_failed(job: Adaptation) -> bool:
 
 def _store_new(tenant_id: str, items: list[ImageItem], class_names: list[str],
                index: dict[str, int], digest: str, adapter_cfg: dict, train_cfg: dict,
-               idem_key: str | None, settings: Settings,
-               blobs: BlobStore) -> Adaptation | tuple[Adaptation, bool]:
+               idem_key: str | None, settings: Settings, blobs: BlobStore,
+               name: str | None = None,
+               metadata: dict[str, str] | None = None) -> Adaptation | tuple[Adaptation, bool]:
     """Store the uploads, then insert the job row; (existing job, False) on an idempotency race."""
     with get_sessionmaker()() as session:
         tenant = session.get(Tenant, tenant_id)
@@ -199,6 +208,7 @@ def _store_new(tenant_id: str, items: list[ImageItem], class_names: list[str],
                 upload_bytes=sum(item.size for item in items),
                 train_config=train_cfg, backbone=settings.backbone, pretrained=settings.pretrained,
                 attempt=0, cancel_requested=False, created_at=utcnow(),
+                name=name, user_metadata=metadata,
             )
             session.add(job)
             session.commit()
@@ -315,9 +325,11 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
         form = await read_form(request, settings.upload_max_files,
                                settings.upload_max_files * 2 + 100, fields_name="images")
     try:
+        name, metadata = adaptation_fields.form_fields(form)
         items, class_names, config = await run_in_threadpool(_collect_items, form, settings)
         job, _created = await run_in_threadpool(
-            _create, tenant.id, items, class_names, config, idem_key, settings, blobs
+            _create, tenant.id, items, class_names, config, idem_key, settings, blobs, name,
+            metadata
         )
     finally:
         await form.close()
@@ -329,9 +341,17 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
 def list_adaptations(session: SessionDep, tenant: TenantDep,
                      limit: int = Query(20, ge=1, le=200),
                      offset: int = Query(0, ge=0, le=INT32_MAX),
-                     status: JobStatus | None = None) -> AdaptationList:
-    """One page of the tenant's adaptations, newest first."""
-    where = [Adaptation.tenant_id == tenant.id, Adaptation.deleted_at.is_(None)]
+                     status: JobStatus | None = None,
+                     name: str | None = Query(None, max_length=adaptation_fields.NAME_MAX_CHARS,
+                                              description="exact name"),
+                     metadata: list[str] = Query(
+                         [], max_length=adaptation_fields.METADATA_MAX_KEYS,
+                         description="key:value, exact; repeat for several (all must match)"),
+                     ) -> AdaptationList:
+    """One page of the tenant's adaptations, newest first; ``name`` and each ``metadata``
+    ``key:value`` filter exactly."""
+    where = [Adaptation.tenant_id == tenant.id, Adaptation.deleted_at.is_(None),
+             *adaptation_fields.list_filters(name, metadata)]
     if status is not None:
         where.append(Adaptation.status == status.value)
     total = session.scalar(select(func.count()).select_from(Adaptation).where(*where)) or 0

@@ -1,11 +1,12 @@
-"""adaptations.name and adaptations.metadata (filterable labels), callback_url (issue 11 items 3 and 7)
+"""adaptations.name and adaptations.metadata: the owner's label and small JSON object, filterable
+in GET /adaptations (issue 11 item 7)
 
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-29
 """
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0003"
 down_revision = "0002"
@@ -14,8 +15,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Placeholder until the issue-11 change that owns this revision fills it in."""
+    """Two nullable columns (rows from before have neither) and an index for ``?name=``."""
+    with op.batch_alter_table("adaptations") as batch:
+        batch.add_column(sa.Column("name", sa.String(100), nullable=True))
+        batch.add_column(sa.Column("metadata", sa.JSON(), nullable=True))
+        batch.create_index("ix_adaptations_tenant_name", ["tenant_id", "name"])
 
 
 def downgrade() -> None:
-    """Placeholder until the issue-11 change that owns this revision fills it in."""
+    """Drop the index and the columns."""
+    with op.batch_alter_table("adaptations") as batch:
+        batch.drop_index("ix_adaptations_tenant_name")
+        batch.drop_column("metadata")
+        batch.drop_column("name")
