@@ -14,11 +14,11 @@ from .client import AsyncClient, Client
 from .errors import (MMLoPAPIError, MMLoPClientError, MMLoPConnectionError, MMLoPInputError,
                      MMLoPJobError, MMLoPTimeoutError)
 from .keys import ApiKey, NewApiKey
-from .models import (TERMINAL_STATUSES, Adaptation, AdaptationList, ClassifyResult, ImageResult,
-                     Prediction, Progress)
+from .models import (TERMINAL_STATUSES, Adaptation, AdaptationEvent, AdaptationList,
+                     ClassifyResult, ImageResult, Prediction, Progress)
 
 __all__ = [
-    "Adaptation", "AdaptationList", "ApiKey", "AsyncClient", "ClassifyResult", "Client", "ImageResult",
+    "Adaptation", "AdaptationEvent", "AdaptationList", "ApiKey", "AsyncClient", "ClassifyResult", "Client", "ImageResult",
     "MMLoPAPIError", "MMLoPClientError", "MMLoPConnectionError", "MMLoPInputError",
     "MMLoPJobError", "MMLoPTimeoutError", "NewApiKey", "Prediction", "Progress", "TERMINAL_STATUSES",
 ]

@@ -9,20 +9,25 @@ exponential backoff with jitter) and on transport errors. Retried POSTs are safe
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import random
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
 
 from .errors import (MMLoPAPIError, MMLoPConnectionError, MMLoPJobError, MMLoPTimeoutError)
+from .events import NO_EVENTS_STATUSES, EventCursor
 from .keys import AsyncKeysMixin, KeysMixin
-from .models import Adaptation, AdaptationList, ClassifyResult
+from .models import Adaptation, AdaptationEvent, AdaptationList, ClassifyResult
 from .progress import ProgressArg, make_observer
 from .uploads import ImageInput, TrainingSource, TrainingUpload, image_parts, training_upload
 
@@ -85,9 +90,18 @@ class _Base:
         return resp
 
     @staticmethod
-    def _create_kwargs(upload: TrainingUpload, idempotency_key: str | None) -> dict[str, Any]:
-        return dict(files=upload.files, data=upload.data,
-                    headers={"Idempotency-Key": idempotency_key or upload.idempotency_key})
+    def _create_kwargs(upload: TrainingUpload, idempotency_key: str | None,
+                       name: str | None = None,
+                       metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        data, key = upload.data, upload.idempotency_key
+        fields = {"name": name, "metadata": None if metadata is None else json.dumps(metadata)}
+        fields = {k: v for k, v in fields.items() if v is not None}
+        if fields:  # part of the derived key (calls without them keep theirs)
+            data = {**data, **fields}
+            key = "mmlop-client-" + hashlib.sha256(
+                (key + json.dumps(fields, sort_keys=True)).encode()).hexdigest()
+        return dict(files=upload.files, data=data,
+                    headers={"Idempotency-Key": idempotency_key or key})
 
     @staticmethod
     def _classify_kwargs(images: Any, top_k: int, class_names: list[str] | None) -> dict[str, Any]:
@@ -99,11 +113,34 @@ class _Base:
         return dict(files=image_parts(images), data=data)
 
     @staticmethod
-    def _list_params(limit: int, offset: int, status: str | None) -> dict[str, Any]:
+    def _list_params(limit: int, offset: int, status: str | None, name: str | None = None,
+                     metadata: dict[str, str] | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if status is not None:
             params["status"] = status
+        if name is not None:
+            params["name"] = name
+        if metadata:
+            params["metadata"] = [f"{k}:{v}" for k, v in metadata.items()]
         return params
+
+    def _read_timeout(self, deadline: float | None) -> float:
+        """Seconds a stream may stay silent (the server's keep-alives come every 15 s)."""
+        left = 60.0 if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise MMLoPTimeoutError("the events stream reached its timeout")
+        return min(left, 60.0)
+
+    def _stream_failed(self, cursor: EventCursor, exc: Exception, deadline: float | None) -> float:
+        """Seconds before the next connection of ``cursor`` after ``exc``; raises what the
+        caller must see instead (a non-retryable answer, the timeout, too many failures)."""
+        if isinstance(exc, MMLoPAPIError) and not self._retryable(exc):
+            raise exc
+        if deadline is not None and time.monotonic() >= deadline:
+            raise MMLoPTimeoutError("the events stream reached its timeout") from exc
+        if isinstance(exc, httpx.TransportError):
+            exc = _connection_error(exc, self.base_url)
+        return cursor.failed(exc)
 
     @staticmethod
     def _target(path: str | os.PathLike[str], adaptation_id: str) -> Path:
@@ -121,6 +158,10 @@ def _connection_error(exc: httpx.TransportError, base_url: str) -> MMLoPConnecti
     return MMLoPConnectionError(f"cannot reach {base_url}: {exc.__class__.__name__}: {exc}")
 
 
+def _timed_out(adaptation_id: str, job: Adaptation, timeout: float | None) -> MMLoPTimeoutError:
+    return MMLoPTimeoutError(f"adaptation {adaptation_id} still {job.status} after {timeout} s")
+
+
 def _next_poll_s(adaptation_id: str, job: Adaptation, deadline: float | None, timeout: float | None,
                  poll_interval: float) -> float:
     """Seconds to sleep before ``wait`` polls again (never past the deadline).
@@ -130,7 +171,7 @@ def _next_poll_s(adaptation_id: str, job: Adaptation, deadline: float | None, ti
     """
     left = None if deadline is None else deadline - time.monotonic()
     if left is not None and left <= 0:
-        raise MMLoPTimeoutError(f"adaptation {adaptation_id} still {job.status} after {timeout} s")
+        raise _timed_out(adaptation_id, job, timeout)
     return poll_interval if left is None else min(poll_interval, left)
 
 
@@ -173,7 +214,9 @@ class Client(KeysMixin, _Base):
 
     def create_adaptation(self, source: TrainingSource, config: dict[str, Any] | None = None,
                           class_names: list[str] | None = None, *,
-                          idempotency_key: str | None = None) -> Adaptation:
+                          idempotency_key: str | None = None,
+                          name: str | None = None,
+                          metadata: dict[str, str] | None = None) -> Adaptation:
         """Upload labelled photos and start training an adapter (``POST /adaptations``).
 
         Args:
@@ -185,6 +228,9 @@ class Client(KeysMixin, _Base):
             idempotency_key: default: derived from the content (images, labels, config, class
                 names), so repeating the same call returns the same adaptation instead of
                 training twice; pass another key (e.g. ``str(uuid.uuid4())``) for a new job.
+            name: a label of at most 100 characters (``list(name=...)`` finds it).
+            metadata: at most 50 string keys (letters, digits, ``_.-``) with string values
+                (``list(metadata={...})`` finds it). Both are part of the derived key.
 
         Returns:
             The queued ``Adaptation`` (or the existing one for a repeated key).
@@ -195,30 +241,76 @@ class Client(KeysMixin, _Base):
         """
         with training_upload(source, config, class_names) as upload:
             resp = self._request("POST", "/adaptations",
-                                 **self._create_kwargs(upload, idempotency_key))
+                                 **self._create_kwargs(upload, idempotency_key, name, metadata))
         return Adaptation.from_dict(resp.json())
 
     def get(self, adaptation_id: str) -> Adaptation:
         """Status, progress (``eta_s``), metrics and error of one adaptation."""
         return Adaptation.from_dict(self._request("GET", f"/adaptations/{adaptation_id}").json())
 
-    def list(self, limit: int = 20, offset: int = 0, status: str | None = None) -> AdaptationList:
+    def list(self, limit: int = 20, offset: int = 0, status: str | None = None,
+             name: str | None = None, metadata: dict[str, str] | None = None) -> AdaptationList:
         """One page of the tenant's adaptations, newest first; ``status`` filters
-        (queued | running | succeeded | failed | canceled)."""
-        resp = self._request("GET", "/adaptations", params=self._list_params(limit, offset, status))
+        (queued | running | succeeded | failed | canceled), ``name`` matches exactly and every
+        ``metadata`` key must map to exactly its value."""
+        resp = self._request("GET", "/adaptations",
+                             params=self._list_params(limit, offset, status, name, metadata))
         return AdaptationList.from_dict(resp.json())
 
     def delete(self, adaptation_id: str) -> None:
         """Cancel the job if it runs, then delete it with its uploads and checkpoint."""
         self._request("DELETE", f"/adaptations/{adaptation_id}")
 
+    def cancel(self, adaptation_id: str) -> Adaptation:
+        """Cancel a queued or running adaptation and keep its record (``canceled``; its uploads
+        are freed). Repeating it is harmless. Raises MMLoPAPIError 409 ``not-cancelable`` if it
+        already succeeded or failed."""
+        return Adaptation.from_dict(
+            self._request("POST", f"/adaptations/{adaptation_id}/cancel").json())
+
+    def events(self, adaptation_id: str, *, last_event_id: str | None = None,
+               timeout: float | None = None) -> Iterator[AdaptationEvent]:
+        """Live status, progress (ETA) and metrics of an adaptation (Server-Sent Events), until
+        its terminal event (or ``deleted``); the first event is its current state.
+
+        Reconnects with ``Last-Event-ID`` when the server ends a stream early or the connection
+        breaks (``max_retries`` failures in a row at most), so no event repeats; pass the
+        ``event_id`` of the last event seen as ``last_event_id`` to resume later.
+
+        Raises:
+            MMLoPAPIError (404 for an unknown id), MMLoPConnectionError, MMLoPTimeoutError
+            (``timeout`` seconds passed).
+        """
+        cursor = EventCursor(adaptation_id, last_event_id, self.max_retries)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not cursor.finished:
+            try:
+                with self._http.stream("GET", cursor.path, **cursor.request_kwargs(
+                        self._read_timeout(deadline))) as resp:
+                    if resp.status_code == 204:
+                        cursor.no_content()
+                        return
+                    if resp.status_code >= 400:
+                        resp.read()
+                        self._check(resp)
+                    for sse in EventSource(resp).iter_sse():
+                        if (event := cursor.event(sse)) is not None:
+                            yield event
+                delay = 0.0 if cursor.finished else cursor.retry_s
+            except (httpx.TransportError, MMLoPAPIError) as exc:
+                delay = self._stream_failed(cursor, exc, deadline)
+            time.sleep(delay)
+
     def wait(self, adaptation_id: str, progress: ProgressArg = True, timeout: float | None = None,
-             poll_interval: float = 1.0, raise_on_failure: bool = True) -> Adaptation:
-        """Poll the adaptation until it is succeeded, failed or canceled.
+             poll_interval: float = 1.0, raise_on_failure: bool = True,
+             use_events: bool = True) -> Adaptation:
+        """Follow the adaptation until it is succeeded, failed or canceled: through ``events``
+        (one request, updates as they happen), or by polling ``get`` when ``use_events`` is
+        False or the server has no events endpoint.
 
         Args:
             progress: True draws a tqdm bar on stderr when it is a terminal (steps, epoch, loss,
-                the server's ETA); a callable is called with every polled ``Adaptation``.
+                the server's ETA); a callable is called with every ``Adaptation`` seen.
             timeout: seconds to wait at most (None: no limit).
             poll_interval: seconds between polls.
             raise_on_failure: raise ``MMLoPJobError`` unless the job succeeded.
@@ -229,12 +321,25 @@ class Client(KeysMixin, _Base):
         update, close = make_observer(progress, adaptation_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while True:
+            job = self.get(adaptation_id)
+            update(job)
+            if use_events and not job.done:
+                _next_poll_s(adaptation_id, job, deadline, timeout, poll_interval)
+                try:
+                    for event in self.events(adaptation_id, timeout=timeout):
+                        job = self.get(adaptation_id) if event.event == "deleted" \
+                            else event.apply_to(job)
+                        update(job)
+                except MMLoPTimeoutError as exc:
+                    raise _timed_out(adaptation_id, job, timeout) from exc
+                except MMLoPAPIError as exc:
+                    if exc.status not in NO_EVENTS_STATUSES:
+                        raise
+            while not job.done:
+                time.sleep(_next_poll_s(adaptation_id, job, deadline, timeout, poll_interval))
                 job = self.get(adaptation_id)
                 update(job)
-                if job.done:
-                    return self._finished(job, raise_on_failure)
-                time.sleep(_next_poll_s(adaptation_id, job, deadline, timeout, poll_interval))
+            return self._finished(job, raise_on_failure)
         finally:
             close()
 
@@ -291,12 +396,15 @@ class AsyncClient(AsyncKeysMixin, _Base):
 
     async def create_adaptation(self, source: TrainingSource, config: dict[str, Any] | None = None,
                                 class_names: list[str] | None = None, *,
-                                idempotency_key: str | None = None) -> Adaptation:
+                                idempotency_key: str | None = None,
+                                name: str | None = None,
+                                metadata: dict[str, str] | None = None) -> Adaptation:
         """See ``Client.create_adaptation``."""
         upload = await asyncio.to_thread(training_upload, source, config, class_names)
         with upload:
             resp = await self._request("POST", "/adaptations",
-                                       **self._create_kwargs(upload, idempotency_key))
+                                       **self._create_kwargs(upload, idempotency_key, name,
+                                                             metadata))
         return Adaptation.from_dict(resp.json())
 
     async def get(self, adaptation_id: str) -> Adaptation:
@@ -304,30 +412,74 @@ class AsyncClient(AsyncKeysMixin, _Base):
         resp = await self._request("GET", f"/adaptations/{adaptation_id}")
         return Adaptation.from_dict(resp.json())
 
-    async def list(self, limit: int = 20, offset: int = 0,
-                   status: str | None = None) -> AdaptationList:
+    async def list(self, limit: int = 20, offset: int = 0, status: str | None = None,
+                   name: str | None = None,
+                   metadata: dict[str, str] | None = None) -> AdaptationList:
         """See ``Client.list``."""
         resp = await self._request("GET", "/adaptations",
-                                   params=self._list_params(limit, offset, status))
+                                   params=self._list_params(limit, offset, status, name,
+                                                            metadata))
         return AdaptationList.from_dict(resp.json())
 
     async def delete(self, adaptation_id: str) -> None:
         """See ``Client.delete``."""
         await self._request("DELETE", f"/adaptations/{adaptation_id}")
 
+    async def cancel(self, adaptation_id: str) -> Adaptation:
+        """See ``Client.cancel``."""
+        resp = await self._request("POST", f"/adaptations/{adaptation_id}/cancel")
+        return Adaptation.from_dict(resp.json())
+
+    async def events(self, adaptation_id: str, *, last_event_id: str | None = None,
+                     timeout: float | None = None) -> AsyncIterator[AdaptationEvent]:
+        """See ``Client.events`` (an async iterator)."""
+        cursor = EventCursor(adaptation_id, last_event_id, self.max_retries)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not cursor.finished:
+            try:
+                async with self._http.stream("GET", cursor.path, **cursor.request_kwargs(
+                        self._read_timeout(deadline))) as resp:
+                    if resp.status_code == 204:
+                        cursor.no_content()
+                        return
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        self._check(resp)
+                    async for sse in EventSource(resp).aiter_sse():
+                        if (event := cursor.event(sse)) is not None:
+                            yield event
+                delay = 0.0 if cursor.finished else cursor.retry_s
+            except (httpx.TransportError, MMLoPAPIError) as exc:
+                delay = self._stream_failed(cursor, exc, deadline)
+            await asyncio.sleep(delay)
+
     async def wait(self, adaptation_id: str, progress: ProgressArg = True,
                    timeout: float | None = None, poll_interval: float = 1.0,
-                   raise_on_failure: bool = True) -> Adaptation:
+                   raise_on_failure: bool = True, use_events: bool = True) -> Adaptation:
         """See ``Client.wait``."""
         update, close = make_observer(progress, adaptation_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while True:
+            job = await self.get(adaptation_id)
+            update(job)
+            if use_events and not job.done:
+                _next_poll_s(adaptation_id, job, deadline, timeout, poll_interval)
+                try:
+                    async for event in self.events(adaptation_id, timeout=timeout):
+                        job = await self.get(adaptation_id) if event.event == "deleted" \
+                            else event.apply_to(job)
+                        update(job)
+                except MMLoPTimeoutError as exc:
+                    raise _timed_out(adaptation_id, job, timeout) from exc
+                except MMLoPAPIError as exc:
+                    if exc.status not in NO_EVENTS_STATUSES:
+                        raise
+            while not job.done:
+                await asyncio.sleep(_next_poll_s(adaptation_id, job, deadline, timeout,
+                                                 poll_interval))
                 job = await self.get(adaptation_id)
                 update(job)
-                if job.done:
-                    return self._finished(job, raise_on_failure)
-                await asyncio.sleep(_next_poll_s(adaptation_id, job, deadline, timeout, poll_interval))
+            return self._finished(job, raise_on_failure)
         finally:
             close()
 

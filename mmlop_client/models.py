@@ -7,7 +7,7 @@ against the served ``/openapi.json``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +62,8 @@ class Adaptation:
     checkpoint_bytes: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    name: str | None = None
+    metadata: dict[str, str] | None = None
 
     @property
     def done(self) -> bool:
@@ -77,6 +79,53 @@ class Adaptation:
         for name in ("created_at", "started_at", "finished_at"):
             values[name] = _time(values.get(name))
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class AdaptationEvent:
+    """One event of ``events(id)`` (``GET /adaptations/{id}/events``, ``AdaptationEvent``).
+
+    ``event`` is ``status`` (the status changed; also the first event), ``progress`` (a
+    training step) or ``deleted`` (``status`` is then None); ``event_id`` is the SSE id to resume
+    after (``events(id, last_event_id=...)``); the other members are the adaptation's changing
+    ones, as in ``Adaptation``.
+    """
+
+    event: str = field(metadata={"openapi": False})  # the SSE frame's, not in the JSON data
+    event_id: str = field(metadata={"openapi": False})
+    id: str
+    status: str | None
+    progress: Progress | None = None
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    attempt: int = 0
+    trainable_parameters: int | None = None
+    checkpoint_bytes: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        """True for the last event of a job: a terminal status, or ``deleted``."""
+        return self.event == "deleted" or self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_sse(cls, event: str, event_id: str, data: dict[str, Any]) -> "AdaptationEvent":
+        """From one Server-Sent Event: its ``event``, ``id`` and decoded ``data``."""
+        values = _known(cls, data)
+        if values.get("progress") is not None:
+            values["progress"] = Progress.from_dict(values["progress"])
+        for name in ("started_at", "finished_at"):
+            values[name] = _time(values.get(name))
+        return cls(event=event, event_id=event_id, **values)
+
+    def apply_to(self, job: Adaptation) -> Adaptation:
+        """``job`` with this event's members (``job`` as ``get`` returned it before)."""
+        changed = {f.name: getattr(self, f.name) for f in fields(self)
+                   if f.name not in ("event", "event_id", "id")}
+        if changed["status"] is None:
+            changed.pop("status")
+        return replace(job, **changed)
 
 
 @dataclass(frozen=True)
