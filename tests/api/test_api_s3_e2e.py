@@ -17,7 +17,7 @@ import zipfile
 import pytest
 
 from utils.factories import image_multipart, make_tenant, photos
-from utils.s3 import classify, s3_delete, s3_objects, s3_service, submit_small
+from utils.s3 import classify, s3_delete, s3_etag, s3_objects, s3_service, submit_small
 from utils.stack import wait_for_status
 
 pytestmark = pytest.mark.slow
@@ -105,6 +105,30 @@ def test_store_down_during_upload_is_503_without_row_or_object(s3_stack):
         # The store is back: the next upload goes through.
         job = submit_small(c)
         assert wait_for_status(c, job, {"succeeded", "failed"})["status"] == "succeeded"
+
+
+def test_a_big_upload_goes_to_s3_in_parts(s3_stack):
+    """Issue 10: uploads stream to the store; an image over 8 MiB is a multipart upload."""
+    import os
+
+    from PIL import Image
+
+    s = s3_stack
+    tenant_id, key = make_tenant(s.database_url)
+    big = io.BytesIO()
+    Image.frombytes("RGB", (2048, 1536), os.urandom(2048 * 1536 * 3)).save(big, "PNG", compress_level=1)
+    assert big.tell() > 9 * 1024 * 1024
+    (_, small), = photos("train", 1, ["coat"])
+    with s.api.client(key) as c:
+        resp = c.post("/adaptations", files=[("images", ("big.png", big.getvalue(), "image/png")),
+                                             ("images", ("small.png", small.read_bytes(), "image/png"))],
+                      data={"labels": ["bag", "coat"]})
+        assert resp.status_code == 202, resp.text
+        job = resp.json()["id"]
+        uploads = sorted(k for k in _job_objects(s, tenant_id, job) if "/uploads/" in k)
+        etags = [s3_etag(s.endpoint, s.bucket, k) for k in uploads]
+        assert etags[0].endswith("-2") and "-" not in etags[1], etags
+        assert c.delete(f"/adaptations/{job}").status_code == 204
 
 
 def test_store_down_during_training_retries_then_fails_clearly(s3_stack):

@@ -180,6 +180,15 @@ def s3_objects(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
+def s3_etag(endpoint: str, bucket: str, key: str) -> str:
+    """The ETag of one object, unquoted (``<md5>-<parts>`` for a multipart upload)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing"
+                        ).head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+
+
 def s3_delete(endpoint: str, bucket: str, key: str) -> None:
     """Delete one object behind the service's back (a vanished object)."""
     import boto3
