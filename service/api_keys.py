@@ -3,7 +3,8 @@ overlap, and the throttled ``last_used_at`` update made by authentication.
 
 Used by the API (``/keys``, the calling key's tenant) and the operator's ``mmlop tenant keys`` /
 ``revoke-key``. Errors are ``ApiKeyError`` (a ``TenantError``) with a ``reason`` the API maps to
-a status: ``not-found`` 404, ``current-key``/``last-key``/``key-inactive`` 409.
+a status: ``not-found`` 404, ``current-key``/``last-key``/``key-inactive``/``too-many-keys``
+409.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ logger = logging.getLogger(__name__)
 # Rotation: how long the old key keeps working next to its successor (seconds).
 DEFAULT_OVERLAP_S = 24 * 3600
 MAX_OVERLAP_S = 7 * 24 * 3600
+# Active keys a tenant may hold through the API (POST /keys, rotations): bounds the table.
+MAX_ACTIVE_KEYS = 100
 # last_used_at is written at most this often per key (seconds), not on every request.
 TOUCH_INTERVAL_S = 60.0
 
 
 class ApiKeyError(TenantError):
     """A key operation that cannot be done; ``reason`` says why (``not-found``,
-    ``current-key``, ``last-key``, ``key-inactive``)."""
+    ``current-key``, ``last-key``, ``key-inactive``, ``too-many-keys``)."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -48,6 +51,21 @@ def get_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
     if row is None:
         raise ApiKeyError(f"no API key {key_id!r}", "not-found")
     return row
+
+
+def _check_room(session: Session, tenant_id: str, now: datetime) -> None:
+    active = sum(key_is_active(k, now) for k in list_keys(session, tenant_id))
+    if active >= MAX_ACTIVE_KEYS:
+        raise ApiKeyError(f"the tenant has {active} active keys, the limit; revoke unused ones "
+                          "first", "too-many-keys")
+
+
+def create_key(session: Session, tenant_id: str, name: str | None = None,
+               now: datetime | None = None) -> tuple[ApiKey, str]:
+    """A new key of the tenant: (row, plain key, shown once). Raises ``ApiKeyError``
+    ``too-many-keys`` when the tenant already holds ``MAX_ACTIVE_KEYS`` active keys."""
+    _check_room(session, tenant_id, now or utcnow())
+    return new_key(session, tenant_id, name=name)
 
 
 def _others_active(session: Session, row: ApiKey, now: datetime) -> bool:
@@ -84,7 +102,8 @@ def rotate_key(session: Session, tenant_id: str, key_id: str, *,
     ``overlap_s`` seconds (0..``MAX_OVERLAP_S``), then stops (its ``expires_at``; an earlier
     expiry is kept). Returns (new row, plain key, shown once).
 
-    Raises ``ApiKeyError``: ``not-found``; ``key-inactive`` for a revoked or expired key.
+    Raises ``ApiKeyError``: ``not-found``; ``key-inactive`` for a revoked or expired key;
+    ``too-many-keys`` (see ``create_key``) when ``overlap_s`` > 0.
     ``ValueError`` for ``overlap_s`` out of bounds. ``secret`` overrides the settings' secret
     key (as in ``service.tenants.new_key``).
     """
@@ -95,6 +114,8 @@ def rotate_key(session: Session, tenant_id: str, key_id: str, *,
     if not key_is_active(row, now):
         raise ApiKeyError(f"API key {key_id!r} is revoked or expired; create a new key instead",
                           "key-inactive")
+    if overlap_s:  # with no overlap the old key stops now: the count does not grow
+        _check_room(session, tenant_id, now)
     ends = now + timedelta(seconds=overlap_s)
     row.expires_at = min(as_utc(row.expires_at), ends) if row.expires_at else ends
     return new_key(session, tenant_id, name=row.name, secret=secret)

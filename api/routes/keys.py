@@ -16,14 +16,15 @@ from api.deps import SessionDep, TenantDep
 from api.problem import ProblemError
 from service import api_keys
 from service.models import ApiKey, as_utc
-from service.tenants import key_is_active, new_key
+from service.tenants import key_is_active
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
 # SQLite returns naive datetimes; every stored time is UTC.
 UtcTime = Annotated[datetime, AfterValidator(as_utc)]
 
-_STATUS = {"not-found": 404, "current-key": 409, "last-key": 409, "key-inactive": 409}
+_STATUS = {"not-found": 404, "current-key": 409, "last-key": 409, "key-inactive": 409,
+           "too-many-keys": 409}
 
 
 class ApiKeyPublic(BaseModel):
@@ -94,11 +95,16 @@ def list_keys(request: Request, session: SessionDep, tenant: TenantDep) -> ApiKe
     return ApiKeyList(items=[_public(r, request) for r in api_keys.list_keys(session, tenant.id)])
 
 
-@router.post("", status_code=201, response_model=ApiKeyCreated, summary="Create an API key")
+@router.post("", status_code=201, response_model=ApiKeyCreated, summary="Create an API key",
+             openapi_extra={"x-problems": {409: ["too-many-keys"]}})
 def create_key(request: Request, session: SessionDep, tenant: TenantDep,
                body: ApiKeyCreate = Body(default_factory=ApiKeyCreate)) -> ApiKeyCreated:
-    """A new key for the tenant; the answer's ``key`` is the only time it is shown."""
-    row, key = new_key(session, tenant.id, name=body.name)
+    """A new key for the tenant; the answer's ``key`` is the only time it is shown. A tenant
+    holds at most 100 active keys (409 ``too-many-keys``)."""
+    try:
+        row, key = api_keys.create_key(session, tenant.id, name=body.name)
+    except api_keys.ApiKeyError as exc:
+        raise _problem(exc) from exc
     session.commit()
     return _public(row, request, ApiKeyCreated, key=key)
 
@@ -122,7 +128,7 @@ def revoke_key(key_id: str, request: Request, session: SessionDep, tenant: Tenan
 
 @router.post("/{key_id}/rotate", status_code=201, response_model=ApiKeyCreated,
              summary="Rotate an API key: a new key, the old one expires after an overlap",
-             openapi_extra={"x-problems": {409: ["key-inactive"]}})
+             openapi_extra={"x-problems": {409: ["key-inactive", "too-many-keys"]}})
 def rotate_key(key_id: str, request: Request, session: SessionDep, tenant: TenantDep,
                body: ApiKeyRotate = Body(default_factory=ApiKeyRotate)) -> ApiKeyCreated:
     """Issue the key's successor (same name, shown once); the old key keeps working for

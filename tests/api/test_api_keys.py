@@ -100,3 +100,22 @@ def test_rotation_overlap_then_expiry(pg_stack, owner):
         _problem(c2.get("/keys"), 401, "unauthorized")
     with pg_stack.client(newer["key"]) as c3:
         assert c3.get("/adaptations").status_code == 200
+
+
+def test_active_keys_are_capped(pg_stack, owner):
+    from service.api_keys import MAX_ACTIVE_KEYS
+
+    _, _, c = owner
+    for _ in range(MAX_ACTIVE_KEYS - 1):
+        assert c.post("/keys").status_code == 201
+    body = _problem(c.post("/keys"), 409, "too-many-keys")
+    assert "revoke" in body["detail"]
+    first = c.get("/keys").json()["items"][0]["id"]
+    _problem(c.post(f"/keys/{first}/rotate", json={"overlap_s": 60}), 409, "too-many-keys")
+    spare = c.get("/keys").json()["items"][-1]["id"]
+    # Without an overlap the old key stops at once: the count does not grow.
+    rotated = c.post(f"/keys/{spare}/rotate", json={"overlap_s": 0})
+    assert rotated.status_code == 201, rotated.text
+    spare = rotated.json()["id"]
+    assert c.delete(f"/keys/{spare}").status_code == 204
+    assert c.post("/keys").status_code == 201
