@@ -54,6 +54,8 @@ class AdaptationPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    callback_url: str | None = Field(default=None, description="where the terminal event is "
+                                     "POSTed (docs: Webhooks); null: no webhook")
 
     _utc = field_validator("created_at", "started_at", "finished_at")(_as_utc)
 

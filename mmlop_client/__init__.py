@@ -6,7 +6,9 @@
         print(c.classify(job.id, ["shoe.jpg"]).results[0].top)
 
 ``keys()``, ``create_key()``, ``revoke_key()`` and ``rotate_key()`` manage the tenant's API
-keys. ``AsyncClient`` has the same calls as coroutines. Every error answer raises ``MMLoPAPIError``
+keys; ``webhook_secret()``, ``rotate_webhook_secret()``, ``deliveries(id)`` and ``redeliver()``
+its webhooks (``create_adaptation(..., callback_url=...)``). ``AsyncClient`` has the same calls
+as coroutines. Every error answer raises ``MMLoPAPIError``
 (``.status``, ``.kind``, ``.field``, ``.detail``).
 """
 
@@ -16,9 +18,12 @@ from .errors import (MMLoPAPIError, MMLoPClientError, MMLoPConnectionError, MMLo
 from .keys import ApiKey, NewApiKey
 from .models import (TERMINAL_STATUSES, Adaptation, AdaptationEvent, AdaptationList,
                      ClassifyResult, ImageResult, Prediction, Progress)
+from .webhooks import DeliveryAttempt, WebhookSecret
 
 __all__ = [
-    "Adaptation", "AdaptationEvent", "AdaptationList", "ApiKey", "AsyncClient", "ClassifyResult", "Client", "ImageResult",
+    "Adaptation", "AdaptationEvent", "AdaptationList", "ApiKey", "AsyncClient", "ClassifyResult", "Client",
+    "DeliveryAttempt", "ImageResult",
     "MMLoPAPIError", "MMLoPClientError", "MMLoPConnectionError", "MMLoPInputError",
     "MMLoPJobError", "MMLoPTimeoutError", "NewApiKey", "Prediction", "Progress", "TERMINAL_STATUSES",
+    "WebhookSecret",
 ]

@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_att
 from .errors import (MMLoPAPIError, MMLoPConnectionError, MMLoPJobError, MMLoPTimeoutError)
 from .events import NO_EVENTS_STATUSES, EventCursor
 from .keys import AsyncKeysMixin, KeysMixin
+from .webhooks import AsyncWebhooksMixin, WebhooksMixin
 from .models import Adaptation, AdaptationEvent, AdaptationList, ClassifyResult
 from .progress import ProgressArg, make_observer
 from .uploads import ImageInput, TrainingSource, TrainingUpload, image_parts, training_upload
@@ -175,7 +176,7 @@ def _next_poll_s(adaptation_id: str, job: Adaptation, deadline: float | None, ti
     return poll_interval if left is None else min(poll_interval, left)
 
 
-class Client(KeysMixin, _Base):
+class Client(KeysMixin, WebhooksMixin, _Base):
     """Blocking client. Use as a context manager, or call ``close()``.
 
     Example::
@@ -215,7 +216,7 @@ class Client(KeysMixin, _Base):
     def create_adaptation(self, source: TrainingSource, config: dict[str, Any] | None = None,
                           class_names: list[str] | None = None, *,
                           idempotency_key: str | None = None,
-                          name: str | None = None,
+                          callback_url: str | None = None, name: str | None = None,
                           metadata: dict[str, str] | None = None) -> Adaptation:
         """Upload labelled photos and start training an adapter (``POST /adaptations``).
 
@@ -228,6 +229,10 @@ class Client(KeysMixin, _Base):
             idempotency_key: default: derived from the content (images, labels, config, class
                 names), so repeating the same call returns the same adaptation instead of
                 training twice; pass another key (e.g. ``str(uuid.uuid4())``) for a new job.
+            callback_url: an https URL that gets the signed ``adaptation.succeeded|failed|
+                canceled`` event (``webhook_secret()`` verifies it; ``deliveries(id)`` lists
+                the attempts). The server refuses non-public addresses (422, ``.field``
+                ``callback_url``) unless its operator allowlists them.
             name: a label of at most 100 characters (``list(name=...)`` finds it).
             metadata: at most 50 string keys (letters, digits, ``_.-``) with string values
                 (``list(metadata={...})`` finds it). Both are part of the derived key.
@@ -239,7 +244,7 @@ class Client(KeysMixin, _Base):
             MMLoPInputError: local input unusable. MMLoPAPIError: the server refused it (e.g. 422
             ``invalid-image`` with ``.field``). MMLoPConnectionError: server unreachable.
         """
-        with training_upload(source, config, class_names) as upload:
+        with training_upload(source, config, class_names, callback_url) as upload:
             resp = self._request("POST", "/adaptations",
                                  **self._create_kwargs(upload, idempotency_key, name, metadata))
         return Adaptation.from_dict(resp.json())
@@ -363,7 +368,7 @@ class Client(KeysMixin, _Base):
         return target
 
 
-class AsyncClient(AsyncKeysMixin, _Base):
+class AsyncClient(AsyncKeysMixin, AsyncWebhooksMixin, _Base):
     """asyncio client with the same calls as ``Client`` (each a coroutine). Use
     ``async with AsyncClient(url, key) as c: ...`` or ``await c.aclose()``."""
 
@@ -397,10 +402,11 @@ class AsyncClient(AsyncKeysMixin, _Base):
     async def create_adaptation(self, source: TrainingSource, config: dict[str, Any] | None = None,
                                 class_names: list[str] | None = None, *,
                                 idempotency_key: str | None = None,
-                                name: str | None = None,
+                                callback_url: str | None = None, name: str | None = None,
                                 metadata: dict[str, str] | None = None) -> Adaptation:
         """See ``Client.create_adaptation``."""
-        upload = await asyncio.to_thread(training_upload, source, config, class_names)
+        upload = await asyncio.to_thread(training_upload, source, config, class_names,
+                                         callback_url)
         with upload:
             resp = await self._request("POST", "/adaptations",
                                        **self._create_kwargs(upload, idempotency_key, name,

@@ -62,6 +62,7 @@ class Adaptation:
     checkpoint_bytes: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    callback_url: str | None = None
     name: str | None = None
     metadata: dict[str, str] | None = None
 

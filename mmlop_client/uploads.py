@@ -88,7 +88,8 @@ def _folder_zip(root: Path, digest: Any) -> IO[bytes]:
 
 
 def training_upload(source: TrainingSource, config: dict[str, Any] | None,
-                    class_names: Sequence[str] | None) -> TrainingUpload:
+                    class_names: Sequence[str] | None,
+                    callback_url: str | None = None) -> TrainingUpload:
     """Build the upload of ``create_adaptation``.
 
     Args:
@@ -97,10 +98,12 @@ def training_upload(source: TrainingSource, config: dict[str, Any] | None,
         config: the adaptation config (``{"adapter": {...}, "train": {...}}`` or flat
             ``{"preset": ..., "epochs": ...}``), sent as JSON; None for the server's defaults.
         class_names: the class order (default: the server sorts the labels).
+        callback_url: the webhook URL of the adaptation's terminal event (None: none).
 
     Returns:
         The upload; its ``idempotency_key`` is a SHA-256 of every image's bytes and label, the
-        config and the class names, so the same call repeated gives the same key.
+        config, the class names and the callback URL, so the same call repeated gives the same
+        key.
 
     Raises:
         MMLoPInputError: a path is missing, a folder has no class folders or a class folder no
@@ -150,6 +153,9 @@ def training_upload(source: TrainingSource, config: dict[str, Any] | None,
             fh.close()
         raise MMLoPInputError(f"config is not JSON-serialisable: {exc}") from exc
     digest.update(json.dumps([data.get("config"), data.get("class_names")]).encode())
+    if callback_url is not None:  # calls without one keep their key
+        data["callback_url"] = callback_url
+        digest.update(json.dumps({"callback_url": callback_url}).encode())
     return TrainingUpload(files=files, data=data, idempotency_key="mmlop-client-" + digest.hexdigest(),
                           _open=opened)
 

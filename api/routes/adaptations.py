@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from api import adaptation_fields
 from api.bounds import INT32_MAX
+from api.callback_url import check_callback
 from api.checkpoints import adapter_zip
 from api.config_form import check_init_words, check_template, parse_config
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
@@ -30,6 +31,7 @@ from service.db import get_sessionmaker
 from service.jobs import JobStatus, job_prefix, upload_key
 from service.models import Adaptation, Tenant, new_id, utcnow
 from service.settings import Settings
+from service.webhook_events import job_ended
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,10 @@ _CREATE_BODY = {
                         "config": {"type": "string",
                                    "description": 'JSON {"adapter": {...}, "train": {...}} or flat '
                                                   '{"preset": "mmlop", "epochs": 5, ...}'},
+                        "callback_url": {"type": "string", "format": "uri",
+                                         "description": "https URL that gets the signed "
+                                                        "adaptation.succeeded|failed|canceled "
+                                                        "event (public addresses only)"},
                     },
                 }
             },
@@ -104,13 +110,15 @@ def _parse_class_names(values: list[str]) -> list[str] | None:
 
 def _request_hash(items: list[ImageItem], class_names: list[str], adapter_cfg: dict,
                   train_cfg: dict, name: str | None = None,
-                  metadata: dict[str, str] | None = None) -> str:
+                  metadata: dict[str, str] | None = None, callback_url: str | None = None) -> str:
     h = hashlib.sha256()
     for item in items:
         h.update(item.label.encode() + b"\0" + item.sha256)
     h.update(json.dumps([class_names, adapter_cfg, train_cfg], sort_keys=True).encode())
     if name is not None or metadata is not None:  # requests without them keep their old hash
         h.update(json.dumps({"name": name, "metadata": metadata}, sort_keys=True).encode())
+    if callback_url is not None:  # requests without one keep their old hash
+        h.update(json.dumps({"callback_url": callback_url}).encode())
     return h.hexdigest()
 
 
@@ -130,8 +138,12 @@ def _replay(session: Session, tenant: Tenant, key: str, digest: str) -> Adaptati
 def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | None,
             raw_config: str | None, idem_key: str | None, settings: Settings,
             blobs: BlobStore, name: str | None = None,
-            metadata: dict[str, str] | None = None) -> tuple[Adaptation, bool]:
+            metadata: dict[str, str] | None = None,
+            callback_url: Any = None) -> tuple[Adaptation, bool]:
     """Validate, store uploads durably, insert the job; returns (job, created).
+
+    ``callback_url`` (the form's raw value) is checked here (``api/callback_url.py``: syntax,
+    length, SSRF; it resolves the host) and is part of the request hash too.
 
     ``name`` and ``metadata`` were checked by ``api.adaptation_fields``; they are part of the
     request hash (a reused Idempotency-Key with other ones is refused)."""
@@ -153,7 +165,9 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
     check_classes(items, class_names, settings)
     check_template(config, class_names)
     check_init_words(config)
-    digest = _request_hash(items, class_names, adapter_cfg, train_cfg, name, metadata)
+    callback_url = check_callback(callback_url, settings)
+    digest = _request_hash(items, class_names, adapter_cfg, train_cfg, name, metadata,
+                           callback_url)
     with get_sessionmaker()() as session:
         tenant = session.get(Tenant, tenant_id)
         job = None
@@ -172,7 +186,7 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
             quotas.check_new_adaptation(session, tenant_id, sum(i.size for i in items),
                                         settings)
         job = _store_new(tenant_id, items, class_names, index, digest, adapter_cfg, train_cfg,
-                         idem_key, settings, blobs, name, metadata)
+                         idem_key, settings, blobs, name, metadata, callback_url)
         if isinstance(job, tuple):
             return job
     return _enqueue(job), True
@@ -189,7 +203,8 @@ def _store_new(tenant_id: str, items: list[ImageItem], class_names: list[str],
                index: dict[str, int], digest: str, adapter_cfg: dict, train_cfg: dict,
                idem_key: str | None, settings: Settings, blobs: BlobStore,
                name: str | None = None,
-               metadata: dict[str, str] | None = None) -> Adaptation | tuple[Adaptation, bool]:
+               metadata: dict[str, str] | None = None,
+               callback_url: str | None = None) -> Adaptation | tuple[Adaptation, bool]:
     """Store the uploads, then insert the job row; (existing job, False) on an idempotency race."""
     with get_sessionmaker()() as session:
         tenant = session.get(Tenant, tenant_id)
@@ -208,7 +223,7 @@ def _store_new(tenant_id: str, items: list[ImageItem], class_names: list[str],
                 upload_bytes=sum(item.size for item in items),
                 train_config=train_cfg, backbone=settings.backbone, pretrained=settings.pretrained,
                 attempt=0, cancel_requested=False, created_at=utcnow(),
-                name=name, user_metadata=metadata,
+                name=name, user_metadata=metadata, callback_url=callback_url,
             )
             session.add(job)
             session.commit()
@@ -329,7 +344,7 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
         items, class_names, config = await run_in_threadpool(_collect_items, form, settings)
         job, _created = await run_in_threadpool(
             _create, tenant.id, items, class_names, config, idem_key, settings, blobs, name,
-            metadata
+            metadata, form.get("callback_url")
         )
     finally:
         await form.close()
@@ -377,12 +392,15 @@ def delete_adaptation(adaptation_id: str, request: Request, session: SessionDep,
     job = get_owned(session, tenant, adaptation_id)
     now = utcnow()
     job.cancel_requested = True
-    if not JobStatus(job.status).terminal:
+    canceled = not JobStatus(job.status).terminal
+    if canceled:
         job.status = JobStatus.canceled.value
         job.finished_at = now
     job.deleted_at = now
     job.idempotency_key = None
     session.commit()
+    if canceled:
+        job_ended(job.id)
     _discard(blobs, job_prefix(tenant.id, job.id))
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is not None:

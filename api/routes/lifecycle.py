@@ -13,6 +13,7 @@ from api.routes.adaptations import _discard, get_owned, to_public
 from api.schemas import AdaptationPublic
 from service.jobs import JobStatus, job_prefix
 from service.models import Adaptation, utcnow
+from service.webhook_events import job_ended
 
 router = APIRouter(prefix="/adaptations", tags=["adaptations"])
 
@@ -47,6 +48,7 @@ def cancel_adaptation(adaptation_id: str, session: SessionDep, tenant: TenantDep
         session.commit()
         session.refresh(job)
         if changed:
+            job_ended(job.id)  # its webhook event (service/webhook_events.py)
             _discard(blobs, job_prefix(job.tenant_id, job.id))
         elif job.status != JobStatus.canceled.value:  # a concurrent cancel is fine
             raise ProblemError(409, f"adaptation is {job.status}; only a queued or running "

@@ -148,19 +148,28 @@ class Stack:
 
     def start_worker(self, concurrency: int = 1) -> None:
         """Start ``celery -A worker.celery_app worker`` (prefork, ``concurrency`` processes)."""
-        log = self.cwd / "worker.log"
+        self._start_celery("worker", ["--concurrency", str(concurrency)])
+
+    def start_webhook_worker(self) -> None:
+        """Start the light webhook worker as ``make run`` and compose do: ``-Q`` the
+        ``MMLOP_WEBHOOK_QUEUE`` of this stack's environment, a pool of threads."""
+        self._start_celery("webhooks", ["-Q", self.env["MMLOP_WEBHOOK_QUEUE"], "--pool",
+                                        "threads", "--concurrency", "4"])
+
+    def _start_celery(self, name: str, options: list[str]) -> None:
+        log = self.cwd / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        self._spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app",
-                               "worker", "--concurrency", str(concurrency), "--loglevel", "INFO",
-                               "--without-gossip", "--without-mingle",
-                               "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"])
+        self._spawn(name, [sys.executable, "-m", "celery", "-A", "worker.celery_app",
+                           "worker", *options, "--loglevel", "INFO",
+                           "--without-gossip", "--without-mingle",
+                           "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            self._check_alive("worker")
-            if b"ready." in self.logs["worker"].read_bytes()[offset:]:
+            self._check_alive(name)
+            if b"ready." in self.logs[name].read_bytes()[offset:]:
                 return
             time.sleep(0.3)
-        raise RuntimeError("worker did not start:\n" + self.log_tail("worker"))
+        raise RuntimeError(f"{name} did not start:\n" + self.log_tail(name))
 
     def kill_worker(self) -> None:
         """SIGKILL the whole worker (main process and pool children), as a crash would."""
