@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.db import session_scope
 from service.jobs import JobStatus
-from service.models import Adaptation, WebhookEvent, utcnow
+from service.models import Adaptation, WebhookEvent, as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +35,7 @@ DATA_FIELDS = ("id", "status", "error", "metrics", "class_names", "num_images", 
 
 
 def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return as_utc(value).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def event_body(job: Adaptation, event_type: str, now: datetime) -> str:

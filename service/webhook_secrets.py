@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -28,16 +28,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.models import WebhookSecret, utcnow
+from service.models import WebhookSecret, as_utc, utcnow
 from service.settings import get_settings
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
-
-
-def as_utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC time (SQLite gives naive datetimes; every stored time is UTC)."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 @functools.lru_cache(maxsize=4)

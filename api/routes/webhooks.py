@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from api.deps import SessionDep, TenantDep
 from api.problem import ProblemError
 from api.routes.adaptations import get_owned
-from service.models import WebhookAttempt, WebhookEvent
+from service.models import WebhookAttempt, WebhookEvent, as_utc
 from service.webhook_events import send_attempt
-from service.webhook_secrets import SigningSecrets, as_utc, get_or_create, rotate
+from service.webhook_secrets import SigningSecrets, get_or_create, rotate
 
 router = APIRouter(tags=["webhooks"])
 

@@ -10,6 +10,7 @@ callback is refused at creation (422) and again at delivery.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -181,6 +182,20 @@ def test_canceled_events_carry_both_signatures_during_the_overlap_only(stack, te
         Webhook(new).verify(got.body, got.headers)
         with pytest.raises(WebhookVerificationError):
             Webhook(old).verify(got.body, got.headers)
+
+
+def test_json_body_takes_a_callback_url_and_refuses_a_private_one(stack, tenant, receiver):
+    _, key = tenant
+    images = [{"data": base64.b64encode(p.read_bytes()).decode(), "label": label}
+              for label, p in photos("train", 1, ["bag", "coat"])]
+    with stack.client(key) as c:
+        bad = c.post("/adaptations", json={"images": images, "callback_url": "http://10.0.0.1/"})
+        assert bad.status_code == 422 and bad.json()["field"] == "callback_url", bad.text
+        good = c.post("/adaptations", json={"images": images, "config": {"epochs": 200},
+                                            "callback_url": receiver.url("/ok/json")})
+        assert good.status_code == 202 and good.json()["callback_url"] == receiver.url("/ok/json")
+        assert c.post(f"/adaptations/{good.json()['id']}/cancel").status_code == 200
+    assert json.loads(receiver.wait_for("/ok/json")[0].body)["type"] == "adaptation.canceled"
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.2:9/", "http://0x7f.2/", "http://[::ffff:10.0.0.1]/",
