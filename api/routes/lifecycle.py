@@ -17,14 +17,9 @@ from service.webhook_events import job_ended
 
 router = APIRouter(prefix="/adaptations", tags=["adaptations"])
 
-_CANCEL_RESPONSES = {
-    409: {"description": "`not-cancelable`: the adaptation already succeeded or failed "
-                         "(`reason` says which)"},
-}
-
-
 @router.post("/{adaptation_id}/cancel", response_model=AdaptationPublic,
-             responses=_CANCEL_RESPONSES, summary="Cancel a queued or running adaptation, keep it")
+             openapi_extra={"x-problems": {409: ["not-cancelable"]}},
+             summary="Cancel a queued or running adaptation, keep it")
 def cancel_adaptation(adaptation_id: str, session: SessionDep, tenant: TenantDep,
                       blobs: BlobsDep) -> AdaptationPublic:
     """Mark a queued or running job ``canceled`` (at once: the worker's fenced writes stop it at
