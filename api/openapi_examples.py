@@ -40,7 +40,7 @@ IDEMPOTENCY_KEY = {
     "description": (
         "Makes the create safe to retry (the Python client sends one on every call). The first "
         "request with a key creates the job; a later one with the same key and the same body "
-        "(images, labels, class names, config, name, metadata) answers 202 with that same job "
+        "(images, labels, class names, config, name, metadata, callback_url) answers 202 with that same job "
         "instead of a new one, and re-enqueues it if its enqueue had failed (503 "
         "`queue-unavailable`). The same key with a different body is 422 "
         "`idempotency-key-reused` (field `Idempotency-Key`). Keys are per tenant, 1..200 "
@@ -84,6 +84,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "response": {200: {**CLASSIFY_EXAMPLE, "adapter_id": "zeroshot"}},
         "problems": {422: ["invalid-image", "invalid-class-name"], 503: _MODEL_503},
     },
+    ("get", "/adaptations/{adaptation_id}/deliveries"): {"response": {200: {"items": [
+        {"event_id": "msg_5b0f3c9d2a7e4e0c8f1d6a3b9c2e7f10", "type": "adaptation.succeeded",
+         "attempt": 1, "attempted_at": "2026-11-29T21:09:40.102Z", "status_code": 503,
+         "error": "HTTP 503: busy", "duration_ms": 41.7, "next_retry_s": 7.3},
+        {"event_id": "msg_5b0f3c9d2a7e4e0c8f1d6a3b9c2e7f10", "type": "adaptation.succeeded",
+         "attempt": 2, "attempted_at": "2026-11-29T21:09:47.450Z", "status_code": 200,
+         "error": None, "duration_ms": 38.2, "next_retry_s": None}]}}},
+    ("post", "/adaptations/{adaptation_id}/deliveries/{event_id}/redeliver"): {
+        "problems": {503: ["queue-unavailable"]}},
+    ("get", "/webhooks/secret"): {"response": {200: {
+        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "created_at": "2026-11-29T20:00:00Z",
+        "previous_expires_at": None}}},
     ("post", "/keys"): {"request": {"application/json": {"name": "ci"}}},
     ("post", "/keys/{key_id}/rotate"): {"request": {"application/json": {"overlap_s": 3600}}},
 }
