@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 import httpx
 import pytest
@@ -97,3 +98,22 @@ def test_cancel_and_async_events(embedded_stack, tmp_path):
         with pytest.raises(MMLoPAPIError) as err:
             c.cancel(job.id)
         assert err.value.status == 404
+
+
+def test_events_reconnect_after_the_server_ends_a_stream(tmp_path, redis_broker_url):
+    """Streams that end every second (``events_max_stream_s``) are resumed with Last-Event-ID:
+    the job's two states arrive once each over several connections."""
+    from utils.factories import make_adaptation
+    from utils.stack import own_pg_stack
+
+    with own_pg_stack(tmp_path, redis_broker_url, {"MMLOP_EVENTS_MAX_STREAM_S": "1",
+                                                   "MMLOP_EVENTS_RETRY_MS": "100"}) as stack:
+        tenant, key = make_tenant(stack.database_url)
+        job_id = make_adaptation(stack.database_url, tenant)  # queued; no worker here
+        route = "/adaptations/{adaptation_id}/events"
+        with Client(stack.base_url, key) as c:
+            threading.Timer(3.5, c.cancel, [job_id]).start()  # after about three streams
+            events = list(c.events(job_id, timeout=30))
+        assert [(e.event, e.status) for e in events] == [("status", "queued"),
+                                                          ("status", "canceled")]
+        assert route_count(stack, "GET", route) >= 3
