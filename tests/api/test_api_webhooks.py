@@ -184,6 +184,24 @@ def test_canceled_events_carry_both_signatures_during_the_overlap_only(stack, te
             Webhook(old).verify(got.body, got.headers)
 
 
+def test_callback_url_is_part_of_the_idempotency_request_hash(stack, tenant, receiver):
+    _, key = tenant
+    files, data = image_multipart(photos("train", 1, ["bag", "coat"]))
+    headers = {"Idempotency-Key": f"hook-{uuid.uuid4().hex}"}
+    with stack.client(key) as c:
+        def post(path: str):
+            return c.post("/adaptations", files=files, headers=headers,
+                          data={**data, "config": '{"epochs": 200}',
+                                "callback_url": receiver.url(path)})
+        first = post("/ok/idem-1")
+        assert first.status_code == 202, first.text
+        other = post("/ok/idem-2")
+        assert other.status_code == 422 and other.json()["field"] == "Idempotency-Key"
+        again = post("/ok/idem-1")
+        assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+        assert c.delete(f"/adaptations/{first.json()['id']}").status_code == 204
+
+
 def test_json_body_takes_a_callback_url_and_refuses_a_private_one(stack, tenant, receiver):
     _, key = tenant
     images = [{"data": base64.b64encode(p.read_bytes()).decode(), "label": label}
