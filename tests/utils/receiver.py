@@ -1,6 +1,7 @@
 """A real HTTP webhook receiver on 127.0.0.1 for tests: records every request (path, headers,
 body, arrival time) and answers per path: ``/fail<N>/...`` answers 500 to the first N requests
-on that path, then 200; any other path answers 200."""
+on that path, then 200; ``/redirect/...`` answers 302 to the cloud metadata address; any other
+path answers 200."""
 
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ class Receiver:
                     seen = outer._seen[self.path]
                 match = re.match(r"/fail(\d+)/", self.path)
                 status = 500 if match and seen <= int(match.group(1)) else 200
+                status = 302 if self.path.startswith("/redirect/") else status
                 self.send_response(status)
+                if status == 302:
+                    self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok" if status == 200 else b"no")
