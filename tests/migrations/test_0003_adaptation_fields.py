@@ -4,8 +4,6 @@ name and by a metadata key on both databases, and it downgrades and upgrades aga
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
@@ -14,7 +12,6 @@ from api.adaptation_fields import list_filters
 from service.models import Adaptation
 from utils.factories import make_adaptation
 from utils.migrations import alembic_config, column_names
-from utils.stack import create_pg_database, drop_pg_database
 
 COLUMNS = {"name", "metadata"}
 
@@ -56,13 +53,5 @@ def _check(url: str) -> None:
     assert COLUMNS <= column_names(url, "adaptations")
 
 
-def test_0003_on_sqlite(tmp_path: Path) -> None:
-    _check(f"sqlite:///{tmp_path / 'fields.db'}")
-
-
-def test_0003_on_postgresql() -> None:
-    url = create_pg_database()
-    try:
-        _check(url)
-    finally:
-        drop_pg_database(url)
+def test_0003(database_url: str) -> None:
+    _check(database_url)

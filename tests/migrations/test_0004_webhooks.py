@@ -3,13 +3,10 @@ callback_url after the upgrade, the three tables appear, and it downgrades and u
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from sqlalchemy import create_engine, text
 
 from utils.migrations import alembic_config, column_names, table_names
-from utils.stack import create_pg_database, drop_pg_database
 
 TABLES = {"webhook_secrets", "webhook_events", "webhook_attempts"}
 
@@ -39,13 +36,5 @@ def _check(url: str) -> None:
     assert TABLES <= table_names(url)
 
 
-def test_0004_on_sqlite(tmp_path: Path) -> None:
-    _check(f"sqlite:///{tmp_path / 'hooks.db'}")
-
-
-def test_0004_on_postgresql() -> None:
-    url = create_pg_database()
-    try:
-        _check(url)
-    finally:
-        drop_pg_database(url)
+def test_0004(database_url: str) -> None:
+    _check(database_url)

@@ -3,13 +3,10 @@ working after the upgrade (no name, never used, no expiry), and it downgrades an
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from sqlalchemy import create_engine, text
 
 from utils.migrations import alembic_config, column_names
-from utils.stack import create_pg_database, drop_pg_database
 
 COLUMNS = {"name", "last_used_at", "expires_at"}
 
@@ -41,13 +38,5 @@ def _check(url: str) -> None:
     assert COLUMNS <= _key_columns(url)
 
 
-def test_0005_on_sqlite(tmp_path: Path) -> None:
-    _check(f"sqlite:///{tmp_path / 'keys.db'}")
-
-
-def test_0005_on_postgresql() -> None:
-    url = create_pg_database()
-    try:
-        _check(url)
-    finally:
-        drop_pg_database(url)
+def test_0005(database_url: str) -> None:
+    _check(database_url)
