@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     upload_max_file_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     upload_max_files: int = Field(default=10_000, gt=0)
     upload_max_pixels: int = Field(default=40_000_000, gt=0)
+    # JSON bodies (training uploads and classify) are parsed in memory at ~2.5x their size:
+    # their own, smaller limit (413 pointing to multipart past it; api/json_body.py).
+    upload_json_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # Classification: images per request.
     classify_max_images: int = Field(default=64, gt=0)
     # Open-vocabulary classify: most class_names in one request (413 past it), and texts the

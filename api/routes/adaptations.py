@@ -21,6 +21,7 @@ from api.callback_url import check_callback
 from api.checkpoints import adapter_zip
 from api.config_form import check_init_words, check_template, parse_config
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
+from api.json_body import read_json_body
 from api.problem import BACKBONE_UNAVAILABLE, ProblemError
 from api.schemas import AdaptationJSON, AdaptationList, AdaptationPublic, inline_schema
 from api.upload_json import json_form
@@ -192,6 +193,8 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
     return _enqueue(job), True
 
 
+_JSON_ADVICE = ("send large training sets as multipart/form-data (images + labels, "
+                "or an archive), which is streamed")
 _ENQUEUE_ERROR = "could not enqueue the job"
 
 
@@ -335,7 +338,8 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
         raise ProblemError(422, "Idempotency-Key must be 1..200 characters",
                            kind="validation-error", field="Idempotency-Key")
     if is_json:  # the same form, images spooled from base64 (api/upload_json.py)
-        form = await run_in_threadpool(json_form, await request.body(), settings)
+        raw = await read_json_body(request, settings.upload_json_max_bytes, _JSON_ADVICE)
+        form = await run_in_threadpool(json_form, raw, settings)
     else:
         form = await read_form(request, settings.upload_max_files,
                                settings.upload_max_files * 2 + 100, fields_name="images")

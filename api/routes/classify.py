@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from api.bounds import parse_json_body
 from api.checkpoints import adapter_dir
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
+from api.json_body import read_json_body
 from api.problem import ProblemError
 from api.routes.adaptations import get_owned
 from api.schemas import ClassifyJSON, ClassifyPublic, ImageResult, PredictionPublic
@@ -68,9 +69,8 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
                            kind="too-large")
     top_k_q = request.query_params.get("top_k")
     if ctype.startswith("application/json"):
-        raw = await request.body()
-        if len(raw) > settings.upload_max_bytes:
-            raise ProblemError(413, "request body too large", kind="too-large")
+        raw = await read_json_body(request, settings.upload_json_max_bytes,
+                                   "send large batches as multipart/form-data")
         body = parse_json_body(raw, ClassifyJSON)  # errors name class_names[1], as elsewhere
         images = []
         for n, text in enumerate(body.images):

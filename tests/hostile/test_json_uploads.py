@@ -1,11 +1,12 @@
 """Training uploads as JSON with base64 images (issue 11, item 7) on a real server: the same
 checks, limits (decoded bytes), error kinds and Idempotency-Key replays as multipart; JSON's own
 faults name the member (``images[1].data``). Limits of ``hostile_stack``: 1 MiB per image,
-3 MiB per request, 20 images."""
+3 MiB per request, 2 MiB per JSON body, 20 images."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import pytest
@@ -100,7 +101,7 @@ def test_json_body_over_limit_and_media_types(hostile_stack, new_tenant):
     noise = [_noise_png(500) for _ in range(5)]  # ~750 kB each, ~1 MB in base64: a 5 MB body
     assert all(700_000 < len(d) < 1024 * 1024 for d in noise)
     with hostile_stack.client(key) as c:
-        # the body limit (3 MiB + 1 MB) applies to JSON as to multipart
+        # over the request limit (3 MiB + 1 MB) too
         assert_problem(c.post("/adaptations", json=_body(
             [(d, f"c{k % 2}") for k, d in enumerate(noise)])), 413, "body")
         assert_problem(c.post("/adaptations", content=b"{}", headers={"content-type": "text/plain"}),
@@ -110,4 +111,24 @@ def test_json_body_over_limit_and_media_types(hostile_stack, new_tenant):
         deep = b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # was a RecursionError: 500
         assert_problem(c.post("/adaptations", content=deep, headers={
             "content-type": "application/json"}), 422, "body")
+        assert_nothing_stored(hostile_stack, c, tenant_id)
+
+
+@pytest.mark.parametrize("path", ["/adaptations", "/classify/zeroshot"])
+def test_json_body_has_its_own_smaller_limit(hostile_stack, new_tenant, path):
+    """JSON is parsed in memory (~2.5x the body): past ``upload_json_max_bytes`` (2 MiB here,
+    under the 3 MiB multipart limit) a 413 points to multipart, whether the length is declared
+    (refused before reading) or the body comes chunked (refused while reading)."""
+    tenant_id, key = new_tenant
+    noise = [_noise_png(500) for _ in range(3)]  # ~1 MB each in base64: a ~3 MB body
+    if path == "/adaptations":
+        raw = json.dumps(_body([(d, f"c{k % 2}") for k, d in enumerate(noise)])).encode()
+    else:
+        raw = json.dumps({"images": [_b64(d) for d in noise]}).encode()
+    assert 2 * 1024 * 1024 < len(raw) < 3 * 1024 * 1024
+    headers = {"content-type": "application/json"}
+    with hostile_stack.client(key) as c:
+        for content in (raw, iter([raw[i:i + 65536] for i in range(0, len(raw), 65536)])):
+            body = assert_problem(c.post(path, content=content, headers=headers), 413, "body")
+            assert "multipart" in body["detail"] and str(2 * 1024 * 1024) in body["detail"], body
         assert_nothing_stored(hostile_stack, c, tenant_id)
