@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from service.blob_cache import LocalCopy
+
 logger = logging.getLogger(__name__)
 
 
@@ -170,17 +172,18 @@ class BlobStore:
                 rel = Path(full).relative_to(self.root).as_posix()
                 yield BlobInfo(rel, st.st_size, st.st_mtime)
 
-    def local_dir(self, prefix: str, names: Iterable[str], version: str) -> Path:
+    def local_dir(self, prefix: str, names: Iterable[str], version: str) -> LocalCopy:
         """A local directory holding the blobs ``prefix/<name>`` for each name, for reading.
 
-        Here it is the store's own folder (``version`` is unused: a folder is replaced whole);
+        Here it is the store's own folder, with nothing to pin (``version`` is unused: a
+        folder is replaced whole, and only by a retraining or a deletion, never evicted);
         raises ``BlobNotFound`` naming the first missing key.
         """
         folder = self.path(prefix)
         for name in names:
             if not (folder / name).is_file():
                 raise BlobNotFound(f"{prefix}/{name}")
-        return folder
+        return LocalCopy(folder)
 
     def sweep_temp(self, older_than: float) -> list[str]:
         """Remove temp files and folders last changed before ``older_than`` (Unix seconds)."""

@@ -10,7 +10,8 @@ object or none; a failed multipart upload is aborted by the transfer manager and
 ``publish_dir`` uploads every file, then removes keys of the old version that the new one lacks;
 a checkpoint is read only after its job row says succeeded, which is written after publishing.
 ``local_dir`` downloads into a bounded local cache whose entries are keyed by prefix + version
-(the job's attempt), written to a temp folder and renamed, so readers never see half entries.
+(the job's attempt), written to a temp folder and renamed, so readers never see half entries,
+and pinned while read (``service/blob_cache.py``), so eviction never removes one in use.
 Every client or server failure is raised as ``BlobStoreError`` (an ``OSError``, errno EIO);
 a missing object as ``BlobNotFound``.
 """
@@ -23,7 +24,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -36,6 +36,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from service.blob_cache import LocalCopy, ReadCache
 from service.blobs import BlobInfo, BlobKeyError, BlobNotFound, BlobStoreError, check_key
 
 logger = logging.getLogger(__name__)
@@ -170,54 +171,27 @@ class S3BlobStore:
         self._delete_keys([self._k(k) for k in sorted(old - new)], prefix)
         shutil.rmtree(src, ignore_errors=True)
 
-    def local_dir(self, prefix: str, names: Iterable[str], version: str) -> Path:
-        """A local cache directory holding ``prefix/<name>`` for each name, downloaded once.
+    def local_dir(self, prefix: str, names: Iterable[str], version: str) -> LocalCopy:
+        """A pinned local cache folder holding ``prefix/<name>`` for each name, downloaded once.
 
         The entry is keyed by ``prefix`` and ``version`` (pass the job's attempt, so a
-        retrained adapter gets a fresh entry); raises ``BlobNotFound`` naming the first missing
-        key, ``BlobStoreError`` if the store is unreachable. Entries beyond ``cache_entries``
-        are removed, least recently used first.
+        retrained adapter gets a fresh entry) and is not evicted before the returned
+        ``LocalCopy`` is closed (``service/blob_cache.py``). Raises ``BlobNotFound`` naming the
+        first missing key, ``BlobStoreError`` if the store is unreachable. Unpinned entries
+        beyond ``cache_entries`` are removed, least recently used first.
         """
         check_key(prefix)
+        names = list(names)
         digest = hashlib.sha256(f"{self.bucket}/{self._k(prefix)}".encode()).hexdigest()[:24]
-        entry = self.cache_dir / f"{digest}-{version}"
-        if entry.is_dir():
-            os.utime(entry)
-            return entry
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".tmp-"))
-        try:
+
+        def fill(folder: Path) -> None:
             for name in names:
                 key = f"{prefix}/{name}"
                 with _translate(key):
-                    self.client.download_file(self.bucket, self._k(key), str(tmp / name),
+                    self.client.download_file(self.bucket, self._k(key), str(folder / name),
                                               Config=_TRANSFER)
-            try:
-                os.replace(tmp, entry)
-            except OSError:  # a concurrent reader put the same entry in place first
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self._prune()
-        return entry
 
-    def _prune(self) -> None:
-        entries = []
-        for p in self.cache_dir.iterdir():
-            if p.name.startswith(".tmp-"):
-                continue
-            try:
-                entries.append((p.stat().st_mtime, p))
-            except FileNotFoundError:
-                continue
-        entries.sort()
-        for _mtime, p in entries[:max(0, len(entries) - self.cache_entries)]:
-            trash = self.cache_dir / f".tmp-trash-{uuid.uuid4().hex}"
-            try:
-                os.replace(p, trash)
-            except OSError:
-                continue
-            shutil.rmtree(trash, ignore_errors=True)
+        return ReadCache(self.cache_dir, self.cache_entries).open(f"{digest}-{version}", fill)
 
     def sweep_temp(self, older_than: float) -> list[str]:
         """Abort multipart uploads under the prefix begun before ``older_than`` (Unix seconds)."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any
+import os
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -416,12 +418,22 @@ def delete_adaptation(adaptation_id: str, request: Request, session: SessionDep,
             response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}}})
 def download_checkpoint(adaptation_id: str, session: SessionDep, tenant: TenantDep,
-                        blobs: BlobsDep) -> FileResponse:
+                        blobs: BlobsDep) -> StreamingResponse:
     """The adapter as a zip of ``adapter_config.json`` + ``adapter_model.safetensors``."""
     job = get_owned(session, tenant, adaptation_id)
     if job.status != JobStatus.succeeded.value:
         raise ProblemError(409, f"adaptation is {job.status}; a checkpoint exists only once it "
                            "succeeded", kind="adapter-not-ready", reason=job.status)
-    path = adapter_zip(blobs, tenant.id, job.id, job.attempt)
-    return FileResponse(path, media_type="application/zip",
-                        filename=f"adapter-{job.id}.zip")
+    with adapter_zip(blobs, tenant.id, job.id, job.attempt) as local:
+        # opened while pinned: the cache may evict the entry later, the open file stays whole
+        src = open(local.path / "adapter.zip", "rb")  # noqa: SIM115 - closed by _file_chunks
+    return StreamingResponse(_file_chunks(src), media_type="application/zip", headers={
+        "Content-Length": str(os.fstat(src.fileno()).st_size),
+        "Content-Disposition": f'attachment; filename="adapter-{job.id}.zip"'})
+
+
+def _file_chunks(src: BinaryIO) -> Iterator[bytes]:
+    """``src`` in 256 KiB chunks; closes it at the end or when the client goes away."""
+    with src:
+        while chunk := src.read(256 * 1024):
+            yield chunk

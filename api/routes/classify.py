@@ -201,8 +201,9 @@ async def classify(adapter_id: str, request: Request, session: SessionDep, tenan
     runtime = request.app.state.runtime
     pixels = await run_in_threadpool(_pixels, images, settings, runtime)
     # After the images are checked (422 first), as when the checkpoint was a local folder.
-    directory = await run_in_threadpool(adapter_dir, blobs, tenant_id, adapter_id, attempt)
+    local = await run_in_threadpool(adapter_dir, blobs, tenant_id, adapter_id, attempt)
     k = min(top_k, len(class_names or trained_names))
-    predictions = await runtime.engine.classify(adapter_id, directory, pixels, k, class_names)
+    with local:  # pinned in the read cache until loaded (or found loaded)
+        predictions = await runtime.engine.classify(adapter_id, local.path, pixels, k, class_names)
     return ClassifyPublic(adapter_id=adapter_id, class_names=class_names or trained_names,
                           results=_results(images, predictions))

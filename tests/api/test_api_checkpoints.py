@@ -29,5 +29,7 @@ def test_missing_objects_are_named(tmp_path):
         adapter_zip(blobs, "t1", "j1", 1)
     blobs.put(f"{prefix}/adapter/adapter_model.safetensors", b"w")
     blobs.put(f"{prefix}/adapter.zip", b"z")
-    assert adapter_dir(blobs, "t1", "j1", 1) == blobs.path(f"{prefix}/adapter")
-    assert adapter_zip(blobs, "t1", "j1", 1).read_bytes() == b"z"
+    with adapter_dir(blobs, "t1", "j1", 1) as local:
+        assert local.path == blobs.path(f"{prefix}/adapter")
+    with adapter_zip(blobs, "t1", "j1", 1) as local:
+        assert (local.path / "adapter.zip").read_bytes() == b"z"

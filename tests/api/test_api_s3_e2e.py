@@ -6,7 +6,8 @@ adapt -> classify -> download -> delete; the store down during an upload (503, n
 object); the store down for the worker during training (it retries for blob_retry_s, then the
 job fails saying so; back within that time, the job succeeds); an object vanished under a
 succeeded adapter (409 naming it); objects without a job row (what a store that dies
-mid-upload leaves, when the cleanup cannot reach it either) are swept by the reconciler.
+mid-upload leaves, when the cleanup cannot reach it either) are swept by the reconciler;
+concurrent classify and downloads on more adapters than the read cache holds all answer 200.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import zipfile
 
 import pytest
 
-from utils.factories import image_multipart, make_tenant, photos
+from service.jobs import JobStatus
+from utils.factories import image_multipart, make_adaptation, make_tenant, photos
 from utils.s3 import classify, s3_delete, s3_etag, s3_objects, s3_service, submit_small
 from utils.stack import wait_for_status
 
@@ -32,7 +34,11 @@ def s3_stack(tmp_path_factory, s3_endpoint, redis_broker_url):
                     extra_env={"MMLOP_BLOB_RETRY_S": str(RETRY_S),
                                # the worker's reconciler sweeps orphaned objects 2 s old
                                "MMLOP_RECONCILE_INTERVAL_S": "1",
-                               "MMLOP_RECONCILE_GRACE_S": "2"}) as s:
+                               "MMLOP_RECONCILE_GRACE_S": "2",
+                               # one cached checkpoint, one loaded adapter: every classify on
+                               # another adapter evicts (test_cache_eviction_never_breaks...)
+                               "MMLOP_BLOB_CACHE_ENTRIES": "1",
+                               "MMLOP_ADAPTER_CACHE_SIZE": "1"}) as s:
         yield s
 
 
@@ -186,3 +192,40 @@ def test_reconciler_sweeps_orphaned_objects_from_s3(s3_stack):
     assert s3_objects(s.endpoint, s.bucket, orphan) == []
     assert _job_objects(s, tenant_id, live), "the live job's objects must stay"
     assert "removing tenants/" in s.worker.log_tail("worker", chars=1_000_000)
+
+
+def test_cache_eviction_never_breaks_concurrent_reads(s3_stack):
+    """Fresh-user item 2: with one cache entry and one loaded adapter, 28 concurrent classify
+    calls and 7 downloads on 7 adapters all answer 200 (an entry was evicted between its
+    download and its load: 409 checkpoint-unusable for healthy adapters)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    s = s3_stack
+    tenant_id, key = make_tenant(s.database_url)
+    with s.api.client(key) as c:
+        trained = submit_small(c)
+        body = wait_for_status(c, trained, {"succeeded", "failed"})
+        assert body["status"] == "succeeded", body
+        client = boto3.client("s3", endpoint_url=s.endpoint, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        source = f"{PREFIX}/tenants/{tenant_id}/adaptations/{trained}/checkpoint"
+        names = [k[len(source):] for k in s3_objects(s.endpoint, s.bucket, source)]
+        jobs = [trained]
+        for _ in range(6):  # six more succeeded adapters holding copies of the checkpoint
+            job = make_adaptation(s.database_url, tenant_id, JobStatus.succeeded,
+                                  class_names=body["class_names"], attempt=body["attempt"],
+                                  backbone=body["backbone"], pretrained=body["pretrained"])
+            target = f"{PREFIX}/tenants/{tenant_id}/adaptations/{job}/checkpoint"
+            for name in names:
+                client.copy_object(Bucket=s.bucket, Key=target + name,
+                                   CopySource={"Bucket": s.bucket, "Key": source + name})
+            jobs.append(job)
+        calls = [(classify, j) for j in jobs * 4] + \
+            [(lambda c_, j_: c_.get(f"/adaptations/{j_}/checkpoint"), j) for j in jobs]
+        with ThreadPoolExecutor(len(calls)) as pool:
+            answers = list(pool.map(lambda call: call[0](c, call[1]), calls))
+        bad = [(r.status_code, r.text[:200]) for r in answers if r.status_code != 200]
+        assert not bad, (len(bad), bad[:3])
+        assert all(zipfile.ZipFile(io.BytesIO(r.content)).namelist() for r in answers[-7:])

@@ -152,8 +152,9 @@ def test_failed_upload_leaves_nothing(store):
 def test_local_dir_reads_named_files(store):
     store.put("t/a/ckpt/x.json", b"{}")
     store.put("t/a/ckpt/w.bin", b"w")
-    folder = store.local_dir("t/a/ckpt", ["x.json", "w.bin"], "1")
-    assert (folder / "x.json").read_bytes() == b"{}" and (folder / "w.bin").read_bytes() == b"w"
+    with store.local_dir("t/a/ckpt", ["x.json", "w.bin"], "1") as local:
+        folder = local.path
+        assert (folder / "x.json").read_bytes() == b"{}" and (folder / "w.bin").read_bytes() == b"w"
     with pytest.raises(BlobNotFound, match="t/a/ckpt/missing.bin"):
         store.local_dir("t/a/ckpt", ["x.json", "missing.bin"], "2")
 
@@ -162,14 +163,39 @@ def test_s3_cache_is_keyed_by_version_and_bounded(store):
     if isinstance(store, BlobStore):
         pytest.skip("the filesystem store reads in place")
     store.put("t/a/ckpt/w.bin", b"v1")
-    assert (store.local_dir("t/a/ckpt", ["w.bin"], "1") / "w.bin").read_bytes() == b"v1"
+    with store.local_dir("t/a/ckpt", ["w.bin"], "1") as local:
+        assert (local.path / "w.bin").read_bytes() == b"v1"
     store.put("t/a/ckpt/w.bin", b"v2")  # retrained: a new attempt, a new entry
-    assert (store.local_dir("t/a/ckpt", ["w.bin"], "2") / "w.bin").read_bytes() == b"v2"
+    with store.local_dir("t/a/ckpt", ["w.bin"], "2") as local:
+        assert (local.path / "w.bin").read_bytes() == b"v2"
     store.put("t/b/ckpt/w.bin", b"b")
-    store.local_dir("t/b/ckpt", ["w.bin"], "1")
+    store.local_dir("t/b/ckpt", ["w.bin"], "1").close()
     entries = [p for p in store.cache_dir.iterdir() if not p.name.startswith(".tmp-")]
     assert len(entries) == 2  # cache_entries=2: the least recently used went
     assert not [p for p in store.cache_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_s3_cache_never_evicts_an_entry_in_use(store):
+    """Fresh-user item 2: entries held by readers (a checkpoint between its download and its
+    load) outlive every eviction; the cache passes its bound (2) only by the entries held, and
+    the least recently used unheld ones go once they are released."""
+    if isinstance(store, BlobStore):
+        pytest.skip("the filesystem store reads in place (nothing is evicted)")
+    for name in "abcde":
+        store.put(f"t/{name}/w.bin", name.encode())
+    held = [store.local_dir(f"t/{name}", ["w.bin"], "1") for name in "abc"]
+    store.local_dir("t/d", ["w.bin"], "1").close()
+
+    def entries() -> list:
+        return [p for p in store.cache_dir.iterdir() if not p.name.startswith(".tmp-")]
+
+    assert [(h.path / "w.bin").read_bytes() for h in held] == [b"a", b"b", b"c"]
+    assert len(entries()) == 4  # a, b, c held, d in flight during its own eviction pass
+    for h in held:
+        h.close()
+        h.close()  # idempotent
+    store.local_dir("t/e", ["w.bin"], "1").close()
+    assert len(entries()) == 2 and not {h.path for h in held} & set(entries())  # d and e
 
 
 def test_s3_keys_stay_under_the_prefix(store, s3_endpoint):
