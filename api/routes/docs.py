@@ -1,8 +1,9 @@
 """``/`` (links to the console and the API reference) and ``/docs`` (Swagger UI), offline.
 
-Swagger UI's JavaScript and CSS are served from the ``swagger-ui-bundle`` package under
-``/docs/assets``, so the reference works without network access (FastAPI's default page loads
-them from a CDN). ReDoc is not served: no maintained package ships it.
+Swagger UI's JavaScript and CSS (Swagger UI 5, which reads the OpenAPI 3.1 document FastAPI
+serves; Swagger UI 4 cannot) are served from the ``fastapi-offline`` package's ``static`` folder
+under ``/docs/assets``, so the reference works without network access (FastAPI's default page
+loads them from a CDN). Only Swagger UI is served, not ReDoc.
 """
 
 from __future__ import annotations
@@ -39,14 +40,15 @@ def swagger_ui() -> HTMLResponse:
         openapi_url="/openapi.json", title="MMLoP adaptation service - API reference",
         swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
         swagger_css_url=f"{ASSETS}/swagger-ui.css",
-        swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+        swagger_favicon_url=f"{ASSETS}/favicon.png",
         swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": False})
 
 
 def install(app: FastAPI) -> None:
     """Mount the Swagger UI assets and add ``/`` and ``/docs`` (create the app with
     ``docs_url=None, redoc_url=None``)."""
-    from swagger_ui_bundle import swagger_ui_path
+    from importlib.resources import files
 
-    app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="swagger-ui-assets")
+    assets = files("fastapi_offline") / "static"  # swagger-ui-bundle.js, swagger-ui.css, favicon.png
+    app.mount(ASSETS, StaticFiles(directory=str(assets)), name="swagger-ui-assets")
     app.include_router(router)

@@ -1,6 +1,6 @@
 """The served OpenAPI document and reference pages (issue 11 item 6): a valid document with the
 bearer scheme, the Idempotency-Key header, problem+json errors with their kinds, examples; and
-``/``, ``/docs`` working offline (assets from the swagger-ui-bundle package)."""
+``/``, ``/docs`` working offline (Swagger UI 5 assets from the fastapi-offline package)."""
 
 from __future__ import annotations
 
