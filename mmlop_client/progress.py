@@ -3,6 +3,8 @@ progress (step of steps, epoch, loss) and the server's ETA; nothing elsewhere.""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from typing import Any, Union
@@ -19,14 +21,30 @@ def _eta(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _size(stream: Any) -> tuple[int, int]:
+    """``(ncols, nrows)`` for tqdm: the terminal's columns and rows less one (tqdm's own rule),
+    each from ``shutil.get_terminal_size``'s fallback (``COLUMNS``/``LINES``, else 80 x 24)
+    where the terminal reports 0 or cannot be asked (``script -qc`` with no size set): tqdm
+    takes 0 - 1 as "draw nothing"."""
+    try:
+        cols, rows = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        cols, rows = 0, 0
+    fallback = shutil.get_terminal_size()  # 80 x 24 where even stdout says 0
+    return (cols if cols > 0 else fallback.columns) - 1, (rows if rows > 0 else fallback.lines) - 1
+
+
 class ProgressBar:
     """A tqdm bar over the job's training steps; its text shows status, epoch, loss and the
-    server's ``eta_s`` (not tqdm's own rate estimate)."""
+    server's ``eta_s`` (not tqdm's own rate estimate). Its width follows the terminal's, read
+    at each update by ``_size`` (not tqdm's ``dynamic_ncols``, which draws nothing on a terminal
+    that reports 0 columns)."""
 
     def __init__(self, job_id: str) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=None, desc=job_id[:8], unit="step", dynamic_ncols=True,
+        ncols, nrows = _size(sys.stderr)
+        self._bar = tqdm(total=None, desc=job_id[:8], unit="step", ncols=ncols, nrows=nrows,
                          file=sys.stderr, leave=True,
                          bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                                     "[{elapsed}{postfix}]")
@@ -48,6 +66,7 @@ class ProgressBar:
         if job.status == "running":
             parts.append(f"eta {_eta(p.eta_s if p else None)}")
         self._bar.set_postfix_str(", ".join(parts), refresh=False)
+        self._bar.ncols, self._bar.nrows = _size(self._bar.fp)
         self._bar.refresh()
 
     def close(self) -> None:
