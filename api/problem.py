@@ -179,14 +179,18 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
             request, 429 if transient else 409, str(exc), kind="quota-exceeded",
             reason=exc.quota, limit=exc.limit, used=exc.used,
             headers={"Retry-After": "30"} if transient else None)
-    from service.blobs import BlobStoreError
+    from service.blobs import BlobStoreConfigError, BlobStoreError
 
     if isinstance(exc, BlobStoreError):
         # The message names the bucket or endpoint: it goes to the log, the answer is fixed.
         logger.warning("blob store unavailable on %s %s: %s", request.method, request.url.path,
                        exc)
-        return problem_response(request, 503, "the blob store is unavailable; retry later",
-                                kind="blob-store-unavailable", headers={"Retry-After": "5"})
+        detail = ("the blob store refuses the configured bucket (missing bucket, credentials "
+                  "or permissions: see MMLOP_BLOB_URL and the store's credentials); nothing "
+                  "stored is lost" if isinstance(exc, BlobStoreConfigError)
+                  else "the blob store is unavailable; retry later")
+        return problem_response(request, 503, detail, kind="blob-store-unavailable",
+                                headers={"Retry-After": "5"})
     if _is_database_outage(exc):
         logger.warning("database unavailable on %s %s: %s", request.method, request.url.path,
                        exc.__class__.__name__)

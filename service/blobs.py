@@ -11,8 +11,10 @@ unset: ``file://`` + ``MMLOP_BLOB_ROOT``), see ``open_blob_store``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -36,6 +38,72 @@ class BlobNotFound(FileNotFoundError):
 
 class BlobStoreError(OSError):
     """The blob store could not be reached or refused an operation (errno ``EIO``)."""
+
+
+class BlobStoreConfigError(BlobStoreError):
+    """The store refuses the configured bucket itself (missing, wrong credentials, no
+    permission): a configuration fault, never a missing object."""
+
+
+# The only top-level folder the service writes (``tenants/<t>/adaptations/<id>/...``): sweeps
+# touch nothing else, so another application's keys in the same bucket (or an ``s3://bucket``
+# URL without prefix) are never listed, aborted or deleted by cleanup.
+OWNED_ROOT = "tenants"
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+
+
+def parse_blob_url(url: str) -> tuple[str, str, str]:
+    """``(scheme, location, prefix)`` of a blob store URL, validated; raises ``BlobKeyError``.
+
+    ``file://<path>``: location is the path (empty: the cwd), prefix "". ``s3://bucket[/prefix]``:
+    the bucket must follow S3's naming rules (3-63 characters of lowercase letters, digits,
+    dots and hyphens, starting and ending with a letter or digit, no ``..``, not an IPv4
+    address, not ``xn--``/``sthree-`` prefixed nor ``-s3alias``/``--ol-s3`` suffixed); the
+    prefix (one trailing ``/`` allowed) must be a valid key (``check_key``: no ``..``, ``.``,
+    empty parts). Every message names ``MMLOP_BLOB_URL``.
+    """
+    def bad(why: str) -> BlobKeyError:
+        return BlobKeyError(f"MMLOP_BLOB_URL {url!r}: {why}")
+
+    if url.startswith("file://"):
+        return "file", url[len("file://"):], ""
+    if not url.startswith("s3://"):
+        raise bad("expected file://<path> or s3://<bucket>[/<prefix>]")
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    if not bucket:
+        raise bad("names no bucket (s3://<bucket>[/<prefix>])")
+    if (not _BUCKET.match(bucket) or ".." in bucket or _IPV4.match(bucket)
+            or bucket.startswith(("xn--", "sthree-"))
+            or bucket.endswith(("-s3alias", "--ol-s3"))):
+        raise bad(f"invalid bucket name {bucket!r} (S3 bucket names: 3-63 lowercase letters, "
+                  "digits, dots or hyphens, starting and ending with a letter or digit)")
+    prefix = prefix[:-1] if prefix.endswith("/") else prefix
+    if prefix:
+        try:
+            check_key(prefix)
+        except BlobKeyError:
+            raise bad(f"invalid key prefix {prefix!r} (no '..', '.', '.tmp' or empty parts)") \
+                from None
+    return "s3", bucket, prefix
+
+
+def due_temp(seen: dict[str, float], present: dict[str, str], now: float,
+             max_age_s: float) -> list[str]:
+    """Ids of temp entries first seen at least ``max_age_s`` ago; updates ``seen`` in place.
+
+    ``seen``: {entry id: first-seen time} kept by the caller across sweeps (its own monotonic
+    clock, seconds; never the store's dates, whose clock may differ); ``present``: {id: label}
+    of the entries there now. New ids are recorded at ``now``; ids gone are forgotten. An
+    entry that changes should change its id, so its age restarts.
+    """
+    for ident in list(seen):
+        if ident not in present:
+            del seen[ident]
+    for ident in present:
+        seen.setdefault(ident, now)
+    return [ident for ident in present if now - seen[ident] >= max_age_s]
 
 
 @dataclass(frozen=True)
@@ -185,21 +253,35 @@ class BlobStore:
                 raise BlobNotFound(f"{prefix}/{name}")
         return LocalCopy(folder)
 
-    def sweep_temp(self, older_than: float) -> list[str]:
-        """Remove temp files and folders last changed before ``older_than`` (Unix seconds)."""
-        removed = []
+    def sweep_temp(self, seen: dict[str, float], now: float, max_age_s: float) -> list[str]:
+        """Remove temp files and folders unchanged since first seen ``max_age_s`` ago.
+
+        ``seen``/``now``: the caller's memory and monotonic clock (``due_temp``); an entry's
+        id includes its mtime, so one still being written restarts its age. Returns the
+        removed entries as ``.tmp/<name>``.
+        """
+        present = {}
         for entry in self._tmp.iterdir():
             try:
-                if entry.stat().st_mtime >= older_than:
-                    continue
+                present[f"{entry.name}@{entry.stat().st_mtime_ns}"] = entry.name
             except FileNotFoundError:
                 continue
+        removed = []
+        for ident in due_temp(seen, present, now, max_age_s):
+            entry = self._tmp / present[ident]
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
             removed.append(f".tmp/{entry.name}")
         return removed
+
+    def probe(self) -> None:
+        """Cheap readiness check: the root folder exists and is writable; raises
+        ``BlobStoreError`` naming it."""
+        if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)
+                and os.access(self._tmp, os.W_OK | os.X_OK)):
+            raise BlobStoreError(errno.EIO, f"blob folder {self.root} is missing or not writable")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -223,19 +305,18 @@ def open_blob_store(url: str, cache_dir: Path | None = None, cache_entries: int 
 
     ``cache_dir``/``cache_entries`` bound the S3 backend's local read cache (``local_dir``).
     S3 stores are kept per URL (one thread-safe client each). Raises ``BlobKeyError`` for
-    another scheme or a bucket-less S3 URL.
+    an invalid URL (``parse_blob_url``).
     """
-    if url.startswith("file://"):
-        return BlobStore(url[len("file://"):] or ".")
-    if url.startswith("s3://"):
-        from service.blobs_s3 import S3BlobStore
+    scheme, location, _prefix = parse_blob_url(url)
+    if scheme == "file":
+        return BlobStore(location or ".")
+    from service.blobs_s3 import S3BlobStore
 
-        cache = Path(cache_dir or "./var/blob-cache").resolve()
-        ident = (url, str(cache), cache_entries)
-        if ident not in _S3_STORES:
-            _S3_STORES[ident] = S3BlobStore(url, cache, cache_entries)
-        return _S3_STORES[ident]
-    raise BlobKeyError(f"blob URL {url!r}: expected file://<path> or s3://<bucket>/<prefix>")
+    cache = Path(cache_dir or "./var/blob-cache").resolve()
+    ident = (url, str(cache), cache_entries)
+    if ident not in _S3_STORES:
+        _S3_STORES[ident] = S3BlobStore(url, cache, cache_entries)
+    return _S3_STORES[ident]
 
 
 def get_blob_store() -> BlobStore:

@@ -6,7 +6,9 @@ leaves the prefix. Endpoint, region and credentials come from the standard AWS s
 
 Guarantees: an S3 PUT (single or multipart, completed) is atomic, so a reader sees a whole
 object or none; a failed multipart upload is aborted by the transfer manager and stale ones by
-``sweep_temp``. Uploads stream from a file object in 8 MiB parts (multipart above 8 MiB).
+``sweep_temp`` (only after this process has seen them for ``blob_temp_max_age_s``; an S3
+lifecycle rule ``AbortIncompleteMultipartUpload`` is the long-stop). Uploads stream from a
+file object in 8 MiB parts (multipart above 8 MiB).
 ``publish_dir`` uploads every file, then removes keys of the old version that the new one lacks;
 a checkpoint is read only after its job row says succeeded, which is written after publishing.
 ``local_dir`` downloads into a bounded local cache whose entries are keyed by prefix + version
@@ -26,7 +28,6 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
@@ -37,7 +38,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.blob_cache import LocalCopy, ReadCache
-from service.blobs import BlobInfo, BlobKeyError, BlobNotFound, BlobStoreError, check_key
+from service.blobs import (OWNED_ROOT, BlobInfo, BlobNotFound, BlobStoreConfigError,
+                           BlobStoreError, check_key, due_temp, parse_blob_url)
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +47,10 @@ _PART = 8 * 1024 * 1024
 _TRANSFER = TransferConfig(multipart_threshold=_PART, multipart_chunksize=_PART,
                            max_concurrency=4)
 _MISSING = {"404", "NoSuchKey", "NotFound"}
-
-
-@contextmanager
-def _translate(key: str) -> Iterator[None]:
-    """Map botocore errors to ``BlobNotFound`` (missing ``key``) or ``BlobStoreError``."""
-    try:
-        yield
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _MISSING:
-            raise BlobNotFound(key) from exc
-        raise BlobStoreError(errno.EIO, f"object store error {code or 'unknown'} on {key}") from exc
-    except BotoCoreError as exc:
-        raise BlobStoreError(errno.EIO, f"object store unreachable: {exc}") from exc
+# Store-level refusals: the bucket, the credentials or the permissions, never one object.
+_STORE_LEVEL = {"NoSuchBucket", "AccessDenied", "403", "InvalidAccessKeyId",
+                "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AllAccessDisabled",
+                "InvalidBucketName", "PermanentRedirect", "301", "400"}
 
 
 class _Counting:
@@ -77,18 +69,47 @@ class S3BlobStore:
     """Blob store on the bucket and key prefix of ``url`` (``s3://bucket[/prefix]``)."""
 
     def __init__(self, url: str, cache_dir: Path, cache_entries: int = 256) -> None:
-        rest = url[len("s3://"):]
-        self.bucket, _, prefix = rest.partition("/")
-        if not self.bucket:
-            raise BlobKeyError(f"blob URL {url!r} names no bucket")
-        self.prefix = prefix.strip("/")
-        if self.prefix:
-            check_key(self.prefix)
+        _scheme, self.bucket, self.prefix = parse_blob_url(url)  # BlobKeyError if invalid
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.client = boto3.client("s3", region_name=region, config=Config(
             retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60))
         self.cache_dir = cache_dir
         self.cache_entries = cache_entries
+
+    @contextmanager
+    def _translate(self, key: str) -> Iterator[None]:
+        """Map botocore errors to ``BlobNotFound`` (missing ``key`` in an existing bucket),
+        ``BlobStoreConfigError`` (bucket missing, credentials or permissions refused) or
+        ``BlobStoreError`` (unreachable, other server errors)."""
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING and (code == "NoSuchKey" or self._bucket_ok()):
+                raise BlobNotFound(key) from exc  # a HEAD's bare 404 is ambiguous: probed
+            if code in _MISSING or code in _STORE_LEVEL:
+                raise BlobStoreConfigError(
+                    errno.EIO, f"object store refused bucket {self.bucket!r} ({code or 'unknown'}"
+                    f" on {key}): check MMLOP_BLOB_URL and the credentials") from exc
+            raise BlobStoreError(errno.EIO, f"object store error {code or 'unknown'} on {key}"
+                                 ) from exc
+        except BotoCoreError as exc:
+            raise BlobStoreError(errno.EIO, f"object store unreachable: {exc}") from exc
+
+    def _bucket_ok(self) -> bool:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return True
+        except ClientError:
+            return False
+        except BotoCoreError as exc:
+            raise BlobStoreError(errno.EIO, f"object store unreachable: {exc}") from exc
+
+    def probe(self) -> None:
+        """Cheap readiness check (one HEAD of the bucket); raises ``BlobStoreError`` or
+        ``BlobStoreConfigError`` naming the bucket."""
+        with self._translate(self.bucket):
+            self.client.head_bucket(Bucket=self.bucket)
 
     def _k(self, key: str) -> str:
         check_key(key)
@@ -105,18 +126,18 @@ class S3BlobStore:
         """Stream ``src`` to ``key`` in 8 MiB parts (multipart above 8 MiB); byte count."""
         full = self._k(key)
         counted = _Counting(src)
-        with _translate(key):
+        with self._translate(key):
             self.client.upload_fileobj(counted, self.bucket, full, Config=_TRANSFER)
         return counted.n
 
     def get(self, key: str) -> bytes:
         """Bytes stored under ``key``; raises ``BlobNotFound``."""
-        with _translate(key):
+        with self._translate(key):
             return self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
 
     def size(self, key: str) -> int:
         """Bytes of the blob under ``key``; raises ``BlobNotFound``."""
-        with _translate(key):
+        with self._translate(key):
             return int(self.client.head_object(Bucket=self.bucket, Key=self._k(key))["ContentLength"])
 
     def exists(self, key: str) -> bool:
@@ -131,7 +152,7 @@ class S3BlobStore:
         """Every blob under the folder ``prefix`` (recursively)."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self._k(prefix) + "/")
-        with _translate(prefix):
+        with self._translate(prefix):
             for page in pages:
                 for obj in page.get("Contents", []):
                     yield BlobInfo(self._rel(obj["Key"]), int(obj["Size"]),
@@ -145,7 +166,7 @@ class S3BlobStore:
     def _delete_keys(self, keys: list[str], what: str) -> None:
         for i in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[i:i + 1000]]
-            with _translate(what):
+            with self._translate(what):
                 out = self.client.delete_objects(Bucket=self.bucket,
                                                  Delete={"Objects": batch, "Quiet": True})
             if out.get("Errors"):
@@ -165,7 +186,7 @@ class S3BlobStore:
         new = set()
         for path in sorted(p for p in src.rglob("*") if p.is_file()):
             key = f"{prefix}/{path.relative_to(src).as_posix()}"
-            with _translate(key):
+            with self._translate(key):
                 self.client.upload_file(str(path), self.bucket, self._k(key), Config=_TRANSFER)
             new.add(key)
         self._delete_keys([self._k(k) for k in sorted(old - new)], prefix)
@@ -187,23 +208,32 @@ class S3BlobStore:
         def fill(folder: Path) -> None:
             for name in names:
                 key = f"{prefix}/{name}"
-                with _translate(key):
+                with self._translate(key):
                     self.client.download_file(self.bucket, self._k(key), str(folder / name),
                                               Config=_TRANSFER)
 
         return ReadCache(self.cache_dir, self.cache_entries).open(f"{digest}-{version}", fill)
 
-    def sweep_temp(self, older_than: float) -> list[str]:
-        """Abort multipart uploads under the prefix begun before ``older_than`` (Unix seconds)."""
-        removed = []
-        cutoff = datetime.fromtimestamp(older_than, tz=timezone.utc)
-        with _translate(".tmp"):
-            out = self.client.list_multipart_uploads(
-                Bucket=self.bucket, Prefix=(self.prefix + "/") if self.prefix else "")
-            for up in out.get("Uploads", []):
-                if up["Initiated"] < cutoff:
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"],
-                                                       UploadId=up["UploadId"])
-                    removed.append(f"multipart:{self._rel(up['Key'])}")
-        return removed
+    def sweep_temp(self, seen: dict[str, float], now: float, max_age_s: float) -> list[str]:
+        """Abort multipart uploads under ``<prefix>/tenants/`` first seen ``max_age_s`` ago.
 
+        ``seen``/``now``: the caller's memory and monotonic clock (``due_temp``); the store's
+        ``Initiated`` dates are never trusted (other clock; moto reports 2010). Nothing outside
+        the service's own folder is listed, so other applications' uploads in the bucket stay.
+        Returns ``multipart:<key>`` of each aborted upload.
+        """
+        present: dict[str, dict] = {}
+        with self._translate(".tmp"):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._k(OWNED_ROOT) + "/")
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    present[f"{up['Key']}@{up['UploadId']}"] = up
+        removed = []
+        for ident in due_temp(seen, {i: up["Key"] for i, up in present.items()}, now, max_age_s):
+            up = present[ident]
+            with self._translate(".tmp"):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"],
+                                                   UploadId=up["UploadId"])
+            removed.append(f"multipart:{self._rel(up['Key'])}")
+        return removed

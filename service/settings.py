@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     # Worker: how long (seconds) a training attempt retries an unreachable blob store (reading
     # the uploads, publishing the checkpoint) with backoff before it fails the job saying so.
     blob_retry_s: float = Field(default=60.0, ge=0)
+    # Reconciler: seconds a temp file (filesystem) or an incomplete multipart upload (S3) must
+    # have been seen by the same worker before it is removed or aborted (its own clock; long
+    # uploads are allowed). An S3 lifecycle rule AbortIncompleteMultipartUpload is the long-stop.
+    blob_temp_max_age_s: float = Field(default=86400.0, ge=0)
     # open_clip model name of the frozen backbone.
     backbone: str = "ViT-B-16"
     # open_clip pretrained tag, a local checkpoint path, or "none" (seeded random init).
@@ -159,6 +163,10 @@ class Settings(BaseSettings):
                 "MMLOP_SECRET_KEY is the development default; set a random secret in "
                 f"environment {self.environment.value!r}"
             )
+        if self.blob_url is not None:
+            from service.blobs import parse_blob_url
+
+            parse_blob_url(self.blob_url)  # BlobKeyError (a ValueError) naming MMLOP_BLOB_URL
         if len(self.secret_key) < 16:
             raise ValueError("MMLOP_SECRET_KEY must be at least 16 characters")
         if self.visibility_timeout <= self.job_max_seconds + 60:
@@ -185,7 +193,25 @@ class Settings(BaseSettings):
         return Path(rest or "./var/broker")
 
 
+def _one_line(exc: ValidationError) -> str:
+    """``MMLOP_<NAME>: <message>`` of each error, joined on one line."""
+    parts = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        loc = [str(x) for x in err.get("loc", ()) if x != "__root__"]
+        parts.append(f"MMLOP_{loc[0].upper()}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
 @functools.lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings (read once; tests start fresh processes)."""
-    return Settings()
+    """The process-wide settings (read once; tests start fresh processes).
+
+    Raises ``SystemExit`` with a one-line ``invalid configuration: ...`` message (naming the
+    variables, no traceback) when a setting is invalid, so the API, the worker and the CLI
+    refuse to start rather than fail per request.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SystemExit(f"mmlop: invalid configuration: {_one_line(exc)}") from None

@@ -10,7 +10,11 @@ One pass (``reconcile_once``):
    out by the ``attempt`` compare-and-set;
 3. a blob folder ``tenants/<t>/adaptations/<id>`` without a live database row (an API process
    killed between storing uploads and inserting the row, or between deleting the row and its
-   files) and any temp file older than the grace period are removed.
+   files) are removed, and temp files (filesystem) or multipart uploads (S3) under the
+   service's own ``tenants/`` folder that this process has seen for ``blob_temp_max_age_s``
+   (its own monotonic clock, remembered across passes in ``_TEMP_SEEN``; never the store's
+   dates; a restarted worker learns them again). An S3 lifecycle rule
+   ``AbortIncompleteMultipartUpload`` is the long-stop for uploads no worker lives to see.
 
 Every worker's main process runs passes every ``reconcile_interval_s`` in a daemon thread
 (``start_background``, wired to Celery's ``worker_ready``); on PostgreSQL an advisory lock lets
@@ -40,6 +44,8 @@ from service.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 _LOCK_KEY = 0x6D6D6C6F  # "mmlo": advisory lock id of the reconciler
+# {temp entry id: time.monotonic() when this process first saw it} (``service.blobs.due_temp``)
+_TEMP_SEEN: dict[str, float] = {}
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -169,9 +175,11 @@ def _job_folders(blobs: BlobStore) -> dict[tuple[str, str], float]:
     return folders
 
 
-def sweep_orphans(settings: Settings, blobs: BlobStore, now: float | None = None) -> list[str]:
-    """Remove job folders without a live row and stale temp files (filesystem) or multipart
-    uploads (S3); returns removed keys."""
+def sweep_orphans(settings: Settings, blobs: BlobStore, now: float | None = None,
+                  seen: dict[str, float] | None = None) -> list[str]:
+    """Remove job folders without a live row, and temp files (filesystem) or multipart uploads
+    (S3) first seen ``blob_temp_max_age_s`` ago by this process (``seen``: that memory,
+    default ``_TEMP_SEEN``); returns removed keys. ``now``: Unix seconds, for folder ages."""
     now = time.time() if now is None else now
     grace = settings.reconcile_grace_s
     removed: list[str] = []
@@ -187,7 +195,8 @@ def sweep_orphans(settings: Settings, blobs: BlobStore, now: float | None = None
             logger.warning("reconciler: removing %s (no live job row)", key)
             blobs.delete_prefix(key)
             removed.append(key)
-    return removed + blobs.sweep_temp(now - grace)
+    return removed + blobs.sweep_temp(_TEMP_SEEN if seen is None else seen, time.monotonic(),
+                                      settings.blob_temp_max_age_s)
 
 
 def reconcile_once(settings: Settings | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api import ratelimit
 from api.problem import BACKBONE_UNAVAILABLE, PROBLEM_MEDIA_TYPE, ProblemError
 from service import queue
-from service.health import database_status
+from service.health import blob_store_status, database_status
 
 router = APIRouter(tags=["health"])
 
@@ -23,22 +23,25 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database migrated, broker reachable, backbone loaded")
+@router.get("/readyz", summary="Readiness: database migrated, broker and blob store reachable, "
+                           "backbone loaded")
 async def readyz(request: Request) -> JSONResponse:
     """200 when every dependency is ready, else 503 problem+json listing the checks."""
     db_ok, db_detail = await run_in_threadpool(database_status)
     broker_ok = await run_in_threadpool(queue.broker_reachable)
+    blob_ok, blob_detail = await run_in_threadpool(blob_store_status)
     runtime = request.app.state.runtime
     runtime.start()
     backbone_ok = runtime.loaded
     checks = {
         "database": db_detail,
         "broker": "ok" if broker_ok else "unreachable",
+        "blob_store": blob_detail,
         # never the loader's exception (server paths): it is in the log (issue 12 D.10)
         "backbone": "ok" if backbone_ok else ("failed: " + BACKBONE_UNAVAILABLE if runtime.failed
                                               else "loading"),
     }
-    if db_ok and broker_ok and backbone_ok:
+    if db_ok and broker_ok and blob_ok and backbone_ok:
         return JSONResponse({"status": "ready", "checks": checks})
     return JSONResponse(
         {"type": "https://mmlop.dev/problems/not-ready", "kind": "not-ready",

@@ -229,3 +229,57 @@ def test_cache_eviction_never_breaks_concurrent_reads(s3_stack):
         bad = [(r.status_code, r.text[:200]) for r in answers if r.status_code != 200]
         assert not bad, (len(bad), bad[:3])
         assert all(zipfile.ZipFile(io.BytesIO(r.content)).namelist() for r in answers[-7:])
+
+
+def test_uploads_in_progress_and_foreign_ones_survive_the_reconciler(s3_stack):
+    """moto dates every multipart upload 2010: the worker's reconciler (a pass every second,
+    grace 2 s) must still leave an upload in progress under the prefix, and another
+    application's upload in the same bucket, alone."""
+    import time
+
+    import boto3
+
+    s = s3_stack
+    raw = boto3.client("s3", endpoint_url=s.endpoint, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    ours = raw.create_multipart_upload(
+        Bucket=s.bucket, Key=f"{PREFIX}/tenants/t/adaptations/a/uploads/000014.png")["UploadId"]
+    theirs = raw.create_multipart_upload(Bucket=s.bucket, Key="other-app/backup.tar")["UploadId"]
+    time.sleep(5)  # several reconciler passes
+    open_ids = {u["UploadId"] for u in raw.list_multipart_uploads(Bucket=s.bucket).get(
+        "Uploads", [])}
+    assert {ours, theirs} <= open_ids
+    assert "multipart:" not in s.worker.log_tail("worker", chars=1_000_000)
+    for key, upload in ((f"{PREFIX}/tenants/t/adaptations/a/uploads/000014.png", ours),
+                        ("other-app/backup.tar", theirs)):
+        raw.abort_multipart_upload(Bucket=s.bucket, Key=key, UploadId=upload)
+
+
+def test_readyz_checks_the_blob_store(s3_stack):
+    """/readyz is 503 naming the blob store while S3 is unreachable, 200 again once it is back
+    (the probe's answer is kept 5 s)."""
+    import time
+
+    import httpx
+
+    s = s3_stack
+    url = s.api.base_url + "/readyz"
+    assert httpx.get(url, timeout=30).json()["checks"]["blob_store"] == "ok"
+    s.proxy.down()
+    try:
+        deadline, resp = time.monotonic() + 20, None
+        while time.monotonic() < deadline:
+            resp = httpx.get(url, timeout=30)
+            if resp.status_code == 503:
+                break
+            time.sleep(1)
+        assert resp.status_code == 503, resp.text
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert resp.json()["checks"]["blob_store"] != "ok"
+        assert "blob_store" in resp.json()["detail"]
+    finally:
+        s.proxy.up()
+    deadline = time.monotonic() + 20
+    while httpx.get(url, timeout=30).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert httpx.get(url, timeout=30).status_code == 200

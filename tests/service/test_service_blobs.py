@@ -222,12 +222,118 @@ def test_s3_store_down_is_a_blob_store_error(s3_env, monkeypatch, tmp_path):
         store.local_dir("t/a", ["1"], "0")
 
 
-@pytest.mark.parametrize("url", ["http://x/y", "s3://", "ftp://a"])
-def test_open_blob_store_rejects_bad_urls(url):
-    with pytest.raises(BlobKeyError):
-        open_blob_store(url)
-
-
 def test_open_blob_store_file_url(tmp_path):
     store = open_blob_store(f"file://{tmp_path}/b")
     assert isinstance(store, BlobStore) and store.root == (tmp_path / "b").resolve()
+
+
+def _start_temp(store, endpoint, key: str) -> None:
+    """An upload in progress: an S3 multipart upload of ``key`` (full key), or a temp file."""
+    if isinstance(store, BlobStore):
+        (store.root / ".tmp" / "upload-in-progress").write_bytes(b"half")
+        return
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint).create_multipart_upload(Bucket=store.bucket,
+                                                                      Key=key)
+
+
+def _open_uploads(store, endpoint) -> list[str]:
+    import boto3
+
+    out = boto3.client("s3", endpoint_url=endpoint).list_multipart_uploads(Bucket=store.bucket)
+    return sorted(u["Key"] for u in out.get("Uploads", []))
+
+
+def test_sweep_temp_waits_for_its_own_clock_not_the_stores_dates(store, request):
+    """moto dates every upload 2010; an upload is aborted only after the sweeper itself has
+    seen it for max_age_s (a file still being written restarts its age)."""
+    endpoint = request.getfixturevalue("s3_endpoint") if not isinstance(store, BlobStore) else ""
+    _start_temp(store, endpoint, "pre/fix/tenants/t/adaptations/a/uploads/000001.png")
+    seen: dict[str, float] = {}
+    assert store.sweep_temp(seen, 1000.0, 60.0) == []
+    assert store.sweep_temp(seen, 1059.0, 60.0) == []
+    if isinstance(store, BlobStore):
+        import os
+
+        tmp = store.root / ".tmp" / "upload-in-progress"
+        with open(tmp, "ab") as fh:
+            fh.write(b"more")
+        os.utime(tmp, ns=(tmp.stat().st_atime_ns, tmp.stat().st_mtime_ns + 10**9))
+        assert store.sweep_temp(seen, 1070.0, 60.0) == []  # changed: its age restarts
+        assert store.sweep_temp(seen, 1130.0, 60.0) == [".tmp/upload-in-progress"]
+        assert not tmp.exists()
+    else:
+        assert _open_uploads(store, endpoint) != []
+        removed = store.sweep_temp(seen, 1060.0, 60.0)
+        assert removed == ["multipart:tenants/t/adaptations/a/uploads/000001.png"]
+        assert _open_uploads(store, endpoint) == []
+    assert store.sweep_temp(seen, 1200.0, 60.0) == [] and seen == {}  # forgotten once gone
+
+
+@pytest.mark.parametrize("url_prefix", ["", "/", "/pre"])
+def test_s3_sweep_never_touches_other_applications_keys(s3_env, tmp_path, url_prefix):
+    """s3://bucket (no prefix) stays valid, but cleanup reaches only the service's own
+    ``tenants/`` folder: a foreign upload or object in the same bucket is never touched."""
+    import boto3
+
+    from utils.s3 import create_bucket
+
+    bucket = create_bucket(s3_env)
+    store = open_blob_store(f"s3://{bucket}{url_prefix}", tmp_path / "cache")
+    raw = boto3.client("s3", endpoint_url=s3_env)
+    for key in ("other-app/backup.tar", "pre/other-app/backup.tar", "pre-x/tenants/t/x"):
+        raw.create_multipart_upload(Bucket=bucket, Key=key)
+    raw.put_object(Bucket=bucket, Key="other-app/tenants.txt", Body=b"x")
+    own = store._k("tenants/t/adaptations/a/uploads/000001.png")
+    raw.create_multipart_upload(Bucket=bucket, Key=own)
+    assert store.sweep_temp({}, 0.0, 0.0) == ["multipart:tenants/t/adaptations/a/uploads/000001.png"]
+    assert _open_uploads(store, s3_env) == ["other-app/backup.tar", "pre-x/tenants/t/x",
+                                            "pre/other-app/backup.tar"]
+    assert [b.key for b in store.list("tenants")] == []
+    assert raw.head_object(Bucket=bucket, Key="other-app/tenants.txt")["ContentLength"] == 1
+
+
+BAD_URLS = ["s3://", "s3:///x", "s3://bucket/../x", "s3://b/a//b", "s3://Bad_Bucket!/x",
+            "s3://ab/x", "s3://" + "a" * 64, "s3://a..b/x", "s3://192.168.1.1/x", "s3://-ab/x",
+            "s3://xn--ab/x", "s3://bucket/.tmp", "ftp://a", "http://x/y", "S3://bucket"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_open_blob_store_rejects_bad_urls(url):
+    with pytest.raises(BlobKeyError, match="MMLOP_BLOB_URL"):
+        open_blob_store(url)
+
+
+@pytest.mark.parametrize("url,parsed", [
+    ("s3://fresh10", ("s3", "fresh10", "")), ("s3://fresh10/", ("s3", "fresh10", "")),
+    ("s3://my.bucket-1/a/b/", ("s3", "my.bucket-1", "a/b")),
+    ("file:///data/blobs", ("file", "/data/blobs", ""))])
+def test_parse_blob_url_accepts(url, parsed):
+    from service.blobs import parse_blob_url
+
+    assert parse_blob_url(url) == parsed
+
+
+def test_s3_missing_bucket_is_a_store_error_not_a_missing_object(s3_env, tmp_path):
+    """A bucket-level 404 (or a bare HEAD 404 in a missing bucket) is a configuration fault
+    (``BlobStoreConfigError``, 503), never ``BlobNotFound`` (409 "object missing")."""
+    from service.blobs import BlobStoreConfigError
+    from service.blobs_s3 import S3BlobStore
+
+    store = S3BlobStore("s3://nosuchbucket10/x", tmp_path / "cache")
+    for call in (lambda: store.size("t/a/1"), lambda: store.get("t/a/1"),
+                 lambda: store.local_dir("t/a", ["1"], "0"), lambda: store.put("t/a/1", b"x"),
+                 store.probe):
+        with pytest.raises(BlobStoreConfigError, match="check MMLOP_BLOB_URL"):
+            call()
+
+
+def test_probe(store, s3_env, tmp_path, monkeypatch):
+    store.probe()  # the bucket (or folder) is there and writable
+    if isinstance(store, BlobStore):
+        import shutil
+
+        shutil.rmtree(store.root)
+        with pytest.raises(BlobStoreError, match="missing or not writable"):
+            store.probe()
