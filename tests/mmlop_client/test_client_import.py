@@ -51,6 +51,30 @@ def test_standalone_wheel_requires_no_torch(tmp_path):
     assert requires and not any(r.startswith(("torch", "open_clip", "open-clip")) for r in requires)
 
 
+def _untracked(path: str) -> set[str]:
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", path],
+                         cwd=REPO, capture_output=True, text=True, check=True, timeout=60).stdout
+    return set(out.splitlines())
+
+
+def test_pip_install_from_the_checkout_leaves_git_status_clean(tmp_path):
+    """README's ``pip install ./mmlop_client`` builds in the source folder (setuptools'
+    ``build/``, ``*.egg-info``): git must not see it, nor the root wheel ship it."""
+    import tomllib
+
+    from setuptools import find_namespace_packages
+
+    before = _untracked("mmlop_client")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                    "-q", "--target", str(tmp_path / "site"), "./mmlop_client"],
+                   cwd=REPO, check=True, timeout=300, capture_output=True)
+    assert (tmp_path / "site" / "mmlop_client" / "client.py").is_file()
+    assert _untracked("mmlop_client") - before == set()
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    found = find_namespace_packages(str(REPO), include=find["include"], exclude=find.get("exclude", ()))
+    assert "mmlop_client" in found and not [p for p in found if ".build" in p or "egg" in p], found
+
+
 def test_problem_documents_become_api_errors():
     body = (b'{"type": "https://mmlop.dev/problems/invalid-image", "title": "Unprocessable Content",'
             b' "status": 422, "detail": "not an image", "field": "images[0] (a.png)"}')
