@@ -150,6 +150,8 @@ def make_stack(cwd: Path, database_url: str, broker_url: str, extra: dict[str, s
                     "MMLOP_BLOB_ROOT": str(blob_root),
                     "MMLOP_TASK_QUEUE": f"mmlop-fault-{uuid.uuid4().hex[:8]}",
                     "MMLOP_RECONCILE_INTERVAL_S": "1", "MMLOP_RECONCILE_GRACE_S": "2",
+                    # a temp file goes once the worker has seen it unchanged for 3 s
+                    "MMLOP_BLOB_TEMP_MAX_AGE_S": "3",
                     **(extra or {})})
     return Stack(env=env, cwd=cwd, database_url=database_url, blob_root=blob_root)
 
