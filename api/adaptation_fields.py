@@ -3,26 +3,29 @@
 The rule follows what payment APIs made familiar for metadata: a flat JSON object of string keys
 and string values, so that a filter compares text with text on SQLite and PostgreSQL alike.
 
-- ``name``: 1..``NAME_MAX_CHARS`` characters after trimming, no control characters;
+- ``name``: 1..``NAME_MAX_CHARS`` characters after trimming, none of the characters
+  :mod:`api.text` refuses (control, invisible format characters such as U+200B or U+202E, lone
+  surrogates);
 - ``metadata``: at most ``METADATA_MAX_KEYS`` keys, each matching ``KEY_PATTERN`` (letters,
-  digits, ``_ . -``; 1..40 characters), each value a string of at most ``VALUE_MAX_CHARS``
-  characters without control characters; nested objects, lists, numbers, booleans and null are
-  refused (send ``"3"``, not ``3``). ``{}`` and an absent field both mean no metadata.
+  digits, ``_ . -``; 1..40 characters) and given once, each value a string of at most
+  ``VALUE_MAX_CHARS`` characters under the same character rule as ``name``; nested objects,
+  lists, numbers, booleans and null are refused (send ``"3"``, not ``3``). ``{}`` and an absent
+  field both mean no metadata.
 
 Every refusal is a 422 ``validation-error`` naming the field (``metadata.<key>`` for a value).
 """
 
 from __future__ import annotations
 
-import json
 import re
-import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement
 
+from api.bounds import loads_bounded
 from api.problem import ProblemError
+from api.text import describe, unsafe_char
 from service.models import Adaptation
 
 NAME_MAX_CHARS = 100
@@ -38,8 +41,13 @@ def _refuse(detail: str, field: str) -> ProblemError:
     return ProblemError(422, detail, kind="validation-error", field=field)
 
 
-def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
+def check_text(text: str, field: str) -> None:
+    """422 naming ``field`` when ``text`` holds a character :func:`api.text.unsafe_char`
+    refuses (control, invisible format character, lone surrogate)."""
+    bad = unsafe_char(text)
+    if bad is not None:
+        raise _refuse(f"{field} must not contain control, invisible formatting or unencodable "
+                      f"characters (found {describe(bad)})", field)
 
 
 def check_name(value: Any) -> str | None:
@@ -56,8 +64,7 @@ def check_name(value: Any) -> str | None:
     name = value.strip()
     if not name or len(name) > NAME_MAX_CHARS:
         raise _refuse(f"name must be 1..{NAME_MAX_CHARS} characters", "name")
-    if _has_control(name):
-        raise _refuse("name must not contain control characters", "name")
+    check_text(name, "name")
     return name
 
 
@@ -67,19 +74,15 @@ def check_metadata(value: Any) -> dict[str, str] | None:
 
     Raises:
         ProblemError: 422 naming ``metadata`` (or ``metadata.<key>``) for anything but a flat
-        object of at most METADATA_MAX_KEYS KEY_PATTERN keys and string values of at most
-        VALUE_MAX_CHARS characters.
+        object of at most METADATA_MAX_KEYS KEY_PATTERN keys, each given once, and string
+        values of at most VALUE_MAX_CHARS characters passing :func:`check_text`.
     """
     if value is None:
         return None
     if isinstance(value, str):
         if len(value.encode()) > METADATA_MAX_BYTES:
             raise _refuse(f"metadata is larger than {METADATA_MAX_BYTES} bytes", "metadata")
-        try:
-            value = json.loads(value) if value.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise _refuse("metadata is not valid JSON; send an object such as "
-                          '{"project": "shoes"}', "metadata") from exc
+        value = loads_bounded(value, "metadata") if value.strip() else {}
     if not isinstance(value, dict):
         raise _refuse("metadata must be a JSON object of string values", "metadata")
     if len(value) > METADATA_MAX_KEYS:
@@ -92,9 +95,10 @@ def check_metadata(value: Any) -> dict[str, str] | None:
             raise _refuse(f"metadata.{key} must be a string (got {type(item).__name__}); "
                           "values are strings, not nested objects, lists, numbers or booleans",
                           f"metadata.{key}")
-        if len(item) > VALUE_MAX_CHARS or _has_control(item):
-            raise _refuse(f"metadata.{key} must be at most {VALUE_MAX_CHARS} characters without "
-                          "control characters", f"metadata.{key}")
+        if len(item) > VALUE_MAX_CHARS:
+            raise _refuse(f"metadata.{key} must be at most {VALUE_MAX_CHARS} characters",
+                          f"metadata.{key}")
+        check_text(item, f"metadata.{key}")
     return dict(value) or None
 
 
@@ -138,7 +142,7 @@ class AdaptationPatch(BaseModel):
     """JSON body of ``PATCH /adaptations/{id}``: the members sent replace the stored ones;
     ``null`` clears one (``{}`` clears metadata too)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str | None = Field(default=None, description=f"1..{NAME_MAX_CHARS} characters")
     metadata: dict[str, Any] | None = Field(

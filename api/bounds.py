@@ -8,7 +8,10 @@ Every integer a user sends is bounded before the code, torch or a database sees 
   any integer outside ``±JSON_INT_MAX`` (RFC 7493 I-JSON: exactly representable as a double, so
   no later ``float()`` can overflow) with a 422 naming the key as the client wrote it. Python's
   own parser would raise a bare ``ValueError`` past 4,300 digits, and pydantic's answers
-  "number out of range" without naming the key.
+  "number out of range" without naming the key. The same parse refuses a member name given
+  twice in one object (``{"a": "1", "a": "2"}`` would otherwise keep the last silently) and any
+  string or member name holding a lone surrogate (the escape ``"\\ud800"``: text without a
+  UTF-8 form, which could be neither stored nor answered), each naming its key path.
 
 Config values are then range-checked field by field by ``AdapterConfig``/``TrainConfig``.
 """
@@ -19,6 +22,7 @@ import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from api.problem import ProblemError
+from api.text import has_surrogate
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -43,14 +47,44 @@ def _parse_int(literal: str) -> int | _Oversized:
     return value if abs(value) <= JSON_INT_MAX else _Oversized(literal)
 
 
-def _find_oversized(value: Any, path: str) -> tuple[str, _Oversized] | None:
+class _Pairs(dict):
+    """A parsed JSON object that remembers the first member name it was given twice."""
+
+    duplicate: str | None = None
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
+    obj = _Pairs()
+    for key, value in pairs:
+        if key in obj and obj.duplicate is None:
+            obj.duplicate = key
+        obj[key] = value
+    return obj
+
+
+def _join(path: str, key: str | int) -> str:
+    return f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
+
+
+def _find_bad(value: Any, path: str) -> tuple[str, str] | None:
+    """(key path, complaint) of the first oversized integer, repeated member name or string
+    with a lone surrogate in ``value``, or None."""
     if isinstance(value, _Oversized):
-        return path, value
+        shown = value.literal if len(value.literal) <= 24 else value.literal[:20] + "..."
+        return path, f"{shown} is out of range; integers must lie within +-{JSON_INT_MAX}"
+    if isinstance(value, str):
+        return (path, "holds a lone surrogate (text without a UTF-8 form)") \
+            if has_surrogate(value) else None
+    if isinstance(value, _Pairs) and value.duplicate is not None:
+        return _join(path, value.duplicate), "is given twice in the same object"
     items = value.items() if isinstance(value, dict) else \
         enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        sub = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
-        found = _find_oversized(item, sub)
+        if isinstance(key, str) and has_surrogate(key):
+            return path, (f"member name {ascii(key)[:60]} holds a lone surrogate (text without "
+                          "a UTF-8 form)")
+        sub = _join(path, key)
+        found = _find_bad(item, sub)
         if found is not None:
             return found
     return None
@@ -70,11 +104,12 @@ def loads_bounded(raw: str | bytes, field: str, kind: str = "validation-error") 
 
     Raises:
         ProblemError: 422 naming ``field`` for invalid or too deeply nested JSON, or the key
-            path of an integer outside the bounds.
+            path of an integer outside the bounds, of a member name given twice, or of a string
+            holding a lone surrogate.
     """
     try:
-        data = json.loads(raw, parse_int=_parse_int)
-        found = _find_oversized(data, field)
+        data = json.loads(raw, parse_int=_parse_int, object_pairs_hook=_pairs)
+        found = _find_bad(data, field)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" at {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
@@ -84,10 +119,9 @@ def loads_bounded(raw: str | bytes, field: str, kind: str = "validation-error") 
         raise ProblemError(422, f"{field or 'body'} is nested too deeply", kind=kind,
                            field=field or "body") from exc
     if found is not None:
-        path, number = found
-        shown = number.literal if len(number.literal) <= 24 else number.literal[:20] + "..."
-        raise ProblemError(422, f"{path or 'body'}: {shown} is out of range; integers must lie "
-                           f"within +-{JSON_INT_MAX}", kind=kind, field=path or "body")
+        path, complaint = found
+        raise ProblemError(422, f"{path or 'body'}: {complaint}", kind=kind,
+                           field=path or "body")
     return data
 
 

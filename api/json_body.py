@@ -10,9 +10,17 @@ lying body is counted while it arrives, so at most the limit plus one chunk is e
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 from starlette.requests import Request
 
+from api.bounds import parse_json_body
 from api.problem import ProblemError
+from api.schemas import inline_schema
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def too_large(limit: int, advice: str) -> ProblemError:
@@ -43,3 +51,32 @@ async def read_json_body(request: Request, limit: int, advice: str) -> bytes:
             raise too_large(limit, advice)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+SMALL_BODY_MAX_BYTES = 1024 * 1024  # PATCH and /keys bodies: a name and metadata, far below
+
+
+def model_body(model: type[ModelT], *, required: bool = True
+               ) -> tuple[Callable[[Request], Awaitable[ModelT]], dict[str, Any]]:
+    """A dependency reading a small JSON body into ``model`` with the rules every JSON body
+    follows (:func:`api.bounds.parse_json_body`: the same "not valid JSON" answer, member names
+    given once, no lone surrogates, bounded integers, 422 naming the member), and the
+    ``openapi_extra`` that documents the body.
+
+    Args:
+        model: the pydantic model of the body.
+        required: when False an empty body reads as ``model()`` (all defaults).
+
+    Returns:
+        (dependency for ``Depends``, ``openapi_extra`` with the ``requestBody``).
+    """
+    async def dependency(request: Request) -> ModelT:
+        raw = await read_json_body(request, SMALL_BODY_MAX_BYTES, "this body holds only a few "
+                                   "short fields")
+        if not raw.strip() and not required:
+            return model()
+        return parse_json_body(raw, model)
+
+    extra = {"requestBody": {"required": required, "content": {
+        "application/json": {"schema": inline_schema(model)}}}}
+    return dependency, extra

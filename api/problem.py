@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.text import scrub
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -104,7 +106,9 @@ def problem_response(
     if kind:
         body["kind"] = kind  # the last segment of ``type``: what a program branches on
     body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    # Details quote what the client sent: a lone surrogate there must not fail the answer.
+    return JSONResponse(scrub(body), status_code=status, headers=headers,
+                        media_type=PROBLEM_MEDIA_TYPE)
 
 
 def status_title(status: int) -> str:

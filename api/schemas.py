@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.text import ScrubbedModel
 from service.jobs import JobStatus
 
 
@@ -28,7 +29,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
-class AdaptationPublic(BaseModel):
+class AdaptationPublic(ScrubbedModel):
     """An adaptation job as clients see it."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -60,7 +61,7 @@ class AdaptationPublic(BaseModel):
     _utc = field_validator("created_at", "started_at", "finished_at")(_as_utc)
 
 
-class AdaptationEvent(BaseModel):
+class AdaptationEvent(ScrubbedModel):
     """``data`` of one ``GET /adaptations/{id}/events`` event: the members of an adaptation that
     change while it runs (the SSE ``event`` is ``status``, ``progress`` or ``deleted``)."""
 
@@ -90,9 +91,10 @@ class AdaptationList(BaseModel):
 
 
 class ClassifyJSON(BaseModel):
-    """JSON body of ``POST /classify/{adapter_id}``."""
+    """JSON body of ``POST /classify/{adapter_id}`` (strict: ``"top_k": "3"`` or ``true`` is a
+    422, not 3 or 1)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     images: list[str] = Field(min_length=1, description="base64-encoded image files")
     top_k: int = Field(default=5, ge=1, le=1000)
@@ -104,7 +106,7 @@ class ClassifyJSON(BaseModel):
 class TrainingImageJSON(BaseModel):
     """One labelled training image of a JSON ``POST /adaptations`` body."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     data: str = Field(description="the image file, base64-encoded (standard alphabet, padded)")
     label: str = Field(description="its class name")
@@ -118,10 +120,10 @@ class AdaptationJSON(BaseModel):
     Limits count the decoded bytes; the whole body is bounded by the request body limit
     (base64 adds a third) and parsed in memory, so large sets travel better as a multipart
     ``archive`` (streamed). ``name``, ``metadata`` and ``callback_url`` are checked as the
-    form's fields of the same names.
+    form's fields of the same names. Strict types: a number where a string belongs is a 422.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     images: list[TrainingImageJSON] = Field(min_length=1)
     class_names: list[str] | None = Field(default=None,
@@ -151,7 +153,7 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return resolve(schema)
 
 
-class PredictionPublic(BaseModel):
+class PredictionPublic(ScrubbedModel):
     """One label and its softmax probability."""
 
     label: str
@@ -166,7 +168,7 @@ class ImageResult(BaseModel):
     predictions: list[PredictionPublic]
 
 
-class ClassifyPublic(BaseModel):
+class ClassifyPublic(ScrubbedModel):
     """Answer of ``POST /classify/{adapter_id}``."""
 
     adapter_id: str

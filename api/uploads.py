@@ -12,7 +12,6 @@ import json
 import logging
 import stat
 import tempfile
-import unicodedata
 import zipfile
 import zlib
 from collections import Counter
@@ -25,6 +24,7 @@ from typing import IO, Any, BinaryIO
 from PIL import Image, UnidentifiedImageError
 
 from api.problem import ProblemError
+from api.text import describe, unsafe_char
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -355,9 +355,11 @@ def check_class_names(class_names: list[str], settings: Settings, field: str = "
             raise ProblemError(422, f"{entry} {name[:60]!r} is a duplicate", kind="invalid-class-name",
                                field=entry)
         seen.add(name)
-        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
-            raise ProblemError(422, f"{entry} holds control characters", kind="invalid-class-name",
-                               field=entry)
+        bad = unsafe_char(name)
+        if bad is not None:
+            raise ProblemError(422, f"{entry} holds {describe(bad)}: control, invisible "
+                               "formatting and unencodable characters are refused",
+                               kind="invalid-class-name", field=entry)
         if len(name) > settings.class_name_max_chars:
             raise ProblemError(422, f"{entry} has {len(name)} characters, more than the limit of "
                                f"{settings.class_name_max_chars}", kind="invalid-class-name",

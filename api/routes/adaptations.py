@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from api import adaptation_fields
-from api.bounds import INT32_MAX
+from api.bounds import INT32_MAX, loads_bounded
 from api.callback_url import check_callback
 from api.checkpoints import adapter_zip
 from api.config_form import check_init_words, check_template, parse_config
@@ -95,11 +96,7 @@ def _parse_class_names(values: list[str]) -> list[str] | None:
     if not values:
         return None
     if len(values) == 1 and values[0].lstrip().startswith("["):
-        try:
-            parsed = json.loads(values[0])
-        except json.JSONDecodeError as exc:
-            raise ProblemError(422, "class_names is not a valid JSON list", kind="validation-error",
-                               field="class_names") from exc
+        parsed = loads_bounded(values[0], "class_names")
         if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
             raise ProblemError(422, "class_names must be a list of strings",
                                kind="validation-error", field="class_names")
@@ -195,6 +192,8 @@ def _create(tenant_id: str, items: list[ImageItem], class_names_in: list[str] | 
     return _enqueue(job), True
 
 
+# RFC 8941 sf-string characters (printable ASCII, space included), 1..200 of them.
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,200}")
 _JSON_ADVICE = ("send large training sets as multipart/form-data (images + labels, "
                 "or an archive), which is streamed")
 _ENQUEUE_ERROR = "could not enqueue the job"
@@ -336,8 +335,9 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
     if runtime is not None and runtime.failed:  # the worker shares these settings: the job could only fail
         raise ProblemError(503, BACKBONE_UNAVAILABLE, kind="backbone-unavailable")
     idem_key = request.headers.get("idempotency-key")
-    if idem_key is not None and not (0 < len(idem_key) <= 200):
-        raise ProblemError(422, "Idempotency-Key must be 1..200 characters",
+    if idem_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idem_key):
+        raise ProblemError(422, "Idempotency-Key must be 1..200 printable ASCII characters "
+                           "(space to '~'; no tabs or other control characters)",
                            kind="validation-error", field="Idempotency-Key")
     if is_json:  # the same form, images spooled from base64 (api/upload_json.py)
         raw = await read_json_body(request, settings.upload_json_max_bytes, _JSON_ADVICE)

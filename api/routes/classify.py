@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from typing import Any
 
@@ -12,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.bounds import parse_json_body
+from api.bounds import loads_bounded, parse_json_body
 from api.checkpoints import adapter_dir
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep
 from api.json_body import read_json_body
@@ -102,11 +101,7 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
         class_names: list[str] | None = None
         if names_raw:
             if len(names_raw) == 1 and names_raw[0].lstrip()[:1] in ("[", "{"):  # JSON: a list, or refused
-                try:
-                    class_names = json.loads(names_raw[0])
-                except json.JSONDecodeError as exc:
-                    raise ProblemError(422, "class_names is not a valid JSON list",
-                                       kind="validation-error", field="class_names") from exc
+                class_names = loads_bounded(names_raw[0], "class_names")
             else:
                 class_names = names_raw
         return images, top_k, class_names

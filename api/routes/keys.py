@@ -9,11 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
+from api.adaptation_fields import check_name
 from api.deps import SessionDep, TenantDep
+from api.json_body import model_body
 from api.problem import ProblemError
+from api.text import ScrubbedModel
 from service import api_keys
 from service.models import ApiKey, as_utc
 from service.tenants import key_is_active
@@ -24,10 +27,10 @@ router = APIRouter(prefix="/keys", tags=["keys"])
 UtcTime = Annotated[datetime, AfterValidator(as_utc)]
 
 _STATUS = {"not-found": 404, "current-key": 409, "last-key": 409, "key-inactive": 409,
-           "too-many-keys": 409}
+           "too-many-keys": 409, "already-rotated": 409}
 
 
-class ApiKeyPublic(BaseModel):
+class ApiKeyPublic(ScrubbedModel):
     """An API key as its tenant sees it: never the key or its hash."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -61,20 +64,26 @@ class ApiKeyList(BaseModel):
 class ApiKeyCreate(BaseModel):
     """Body of ``POST /keys``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str | None = Field(default=None, max_length=200, examples=["ci"],
-                             description="a label for the key (shown in listings)")
+    name: str | None = Field(default=None, max_length=100, examples=["ci"],
+                             description="a label for the key (shown in listings): the rules of "
+                                         "an adaptation's name (1..100 characters, no control "
+                                         "or invisible formatting characters)")
 
 
 class ApiKeyRotate(BaseModel):
     """Body of ``POST /keys/{key_id}/rotate``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    overlap_s: int = Field(default=api_keys.DEFAULT_OVERLAP_S, ge=0, le=api_keys.MAX_OVERLAP_S,
+    overlap_s: StrictInt = Field(default=api_keys.DEFAULT_OVERLAP_S, ge=0, le=api_keys.MAX_OVERLAP_S,
                            description="seconds the old key keeps working (default one day, at "
                                        "most seven)")
+
+
+_create_body, _CREATE_BODY = model_body(ApiKeyCreate, required=False)
+_rotate_body, _ROTATE_BODY = model_body(ApiKeyRotate, required=False)
 
 
 def _public(row: ApiKey, request: Request, cls: type[ApiKeyPublic] = ApiKeyPublic,
@@ -96,13 +105,13 @@ def list_keys(request: Request, session: SessionDep, tenant: TenantDep) -> ApiKe
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreated, summary="Create an API key",
-             openapi_extra={"x-problems": {409: ["too-many-keys"]}})
+             openapi_extra={"x-problems": {409: ["too-many-keys"]}, **_CREATE_BODY})
 def create_key(request: Request, session: SessionDep, tenant: TenantDep,
-               body: ApiKeyCreate = Body(default_factory=ApiKeyCreate)) -> ApiKeyCreated:
+               body: ApiKeyCreate = Depends(_create_body)) -> ApiKeyCreated:
     """A new key for the tenant; the answer's ``key`` is the only time it is shown. A tenant
     holds at most 100 active keys (409 ``too-many-keys``)."""
     try:
-        row, key = api_keys.create_key(session, tenant.id, name=body.name)
+        row, key = api_keys.create_key(session, tenant.id, name=check_name(body.name))
     except api_keys.ApiKeyError as exc:
         raise _problem(exc) from exc
     session.commit()
@@ -128,11 +137,14 @@ def revoke_key(key_id: str, request: Request, session: SessionDep, tenant: Tenan
 
 @router.post("/{key_id}/rotate", status_code=201, response_model=ApiKeyCreated,
              summary="Rotate an API key: a new key, the old one expires after an overlap",
-             openapi_extra={"x-problems": {409: ["key-inactive", "too-many-keys"]}})
+             openapi_extra={"x-problems": {409: ["key-inactive", "already-rotated",
+                                                 "too-many-keys"]}, **_ROTATE_BODY})
 def rotate_key(key_id: str, request: Request, session: SessionDep, tenant: TenantDep,
-               body: ApiKeyRotate = Body(default_factory=ApiKeyRotate)) -> ApiKeyCreated:
+               body: ApiKeyRotate = Depends(_rotate_body)) -> ApiKeyCreated:
     """Issue the key's successor (same name, shown once); the old key keeps working for
-    ``overlap_s`` seconds, then answers 401. A revoked or expired key is 409 ``key-inactive``."""
+    ``overlap_s`` seconds, then answers 401. A revoked or expired key is 409 ``key-inactive``;
+    a key already rotated (in its overlap, with an expiry) is 409 ``already-rotated``: rotate
+    its successor instead, or revoke it to end the overlap now."""
     try:
         row, key = api_keys.rotate_key(session, tenant.id, key_id, overlap_s=body.overlap_s)
     except api_keys.ApiKeyError as exc:

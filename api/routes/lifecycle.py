@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from sqlalchemy import update
 
 from api.adaptation_fields import AdaptationPatch, check_metadata, check_name
 from api.deps import BlobsDep, SessionDep, TenantDep
+from api.json_body import model_body
 from api.problem import ProblemError
 from api.routes.adaptations import _discard, get_owned, to_public
 from api.schemas import AdaptationPublic
@@ -16,6 +17,7 @@ from service.models import Adaptation, utcnow
 from service.webhook_events import job_ended
 
 router = APIRouter(prefix="/adaptations", tags=["adaptations"])
+_patch_body, _PATCH_BODY = model_body(AdaptationPatch)
 
 @router.post("/{adaptation_id}/cancel", response_model=AdaptationPublic,
              openapi_extra={"x-problems": {409: ["not-cancelable"]}},
@@ -52,10 +54,10 @@ def cancel_adaptation(adaptation_id: str, session: SessionDep, tenant: TenantDep
     return to_public(job)
 
 
-@router.patch("/{adaptation_id}", response_model=AdaptationPublic,
+@router.patch("/{adaptation_id}", response_model=AdaptationPublic, openapi_extra=_PATCH_BODY,
               summary="Change an adaptation's name and metadata")
-def patch_adaptation(adaptation_id: str, body: AdaptationPatch, session: SessionDep,
-                     tenant: TenantDep) -> AdaptationPublic:
+def patch_adaptation(adaptation_id: str, session: SessionDep, tenant: TenantDep,
+                     body: AdaptationPatch = Depends(_patch_body)) -> AdaptationPublic:
     """Replace the members sent (``null`` clears one); the stored request hash is unchanged, so
     the creating request's Idempotency-Key still replays this record. Raises ProblemError 422
     naming the field (limits in ``api/adaptation_fields.py``), 404 for other tenants' ids."""

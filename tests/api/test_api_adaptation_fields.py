@@ -125,6 +125,17 @@ BAD_FIELDS = [
     ({"metadata": '{"bad key": "v"}'}, "metadata"),
     ({"metadata": json.dumps({"k" * 41: "v"})}, "metadata"),
     ({"metadata": " " * 70_000}, "metadata"),
+    # text without a UTF-8 form (a JSON escape of a lone surrogate), given twice, or invisible
+    ({"metadata": '{"k": "\\ud800"}'}, "metadata.k"),
+    ({"metadata": '{"k": "a\\udfffb"}'}, "metadata.k"),
+    ({"metadata": '{"a": "1", "a": "2"}'}, "metadata.a"),
+    ({"metadata": json.dumps({"k": "a\u202eb"})}, "metadata.k"),
+    ({"metadata": json.dumps({"k": "\ufeffb"})}, "metadata.k"),
+    ({"name": "a\u202eb"}, "name"),
+    ({"name": "a\u200bb"}, "name"),
+    ({"name": "a\u2066b"}, "name"),
+    ({"config": '{"train": {"epochs": 1}, "train": {"epochs": 2}}'}, "config.train"),
+    ({"class_names": '["bag", "\\ud800"]'}, "class_names[1]"),
 ]
 
 
