@@ -103,6 +103,8 @@ def rotate_key(session: Session, tenant_id: str, key_id: str, *,
     expiry is kept). Returns (new row, plain key, shown once).
 
     Raises ``ApiKeyError``: ``not-found``; ``key-inactive`` for a revoked or expired key;
+    ``already-rotated`` for a key that already has an expiry (a successor was issued: rotating
+    it again would mint one more active key per call, so rotate the successor instead);
     ``too-many-keys`` (see ``create_key``) when ``overlap_s`` > 0.
     ``ValueError`` for ``overlap_s`` out of bounds. ``secret`` overrides the settings' secret
     key (as in ``service.tenants.new_key``).
@@ -114,6 +116,10 @@ def rotate_key(session: Session, tenant_id: str, key_id: str, *,
     if not key_is_active(row, now):
         raise ApiKeyError(f"API key {key_id!r} is revoked or expired; create a new key instead",
                           "key-inactive")
+    if row.expires_at is not None:
+        raise ApiKeyError(f"API key {key_id!r} was already rotated and stops working at "
+                          f"{as_utc(row.expires_at).isoformat()}; rotate its successor instead, "
+                          "or revoke this key to end the overlap now", "already-rotated")
     if overlap_s:  # with no overlap the old key stops now: the count does not grow
         _check_room(session, tenant_id, now)
     ends = now + timedelta(seconds=overlap_s)

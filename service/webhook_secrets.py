@@ -4,7 +4,9 @@ A secret is ``whsec_`` + base64 of 32 random bytes; the signature of a delivery 
 ``v1,`` + base64(HMAC-SHA256(secret bytes, "{webhook-id}.{webhook-timestamp}.{body}")).
 A tenant's secret is created on first use (its first read, or its first delivery). A rotation
 keeps the replaced secret for ``webhook_secret_overlap_s`` seconds, and deliveries meanwhile
-carry both signatures, space-separated, so receivers can switch secrets without a gap.
+carry both signatures, space-separated, so receivers can switch secrets without a gap. A second
+rotation while that overlap runs is refused (:class:`RotationInProgress`): it would end the
+promised overlap of the first secret at once, and receivers still on it would fail.
 
 Secrets are stored encrypted (Fernet: AES-128-CBC + HMAC-SHA256) under a key derived from
 ``secret_key`` with HKDF-SHA256, so a database dump alone does not reveal them; changing
@@ -51,6 +53,16 @@ def _decrypt(token: str) -> str | None:
         return _fernet(get_settings().secret_key).decrypt(token.encode()).decode()
     except InvalidToken:
         return None  # encrypted under another secret_key
+
+
+class RotationInProgress(Exception):
+    """The tenant's previous secret still signs (until ``ends_at``): a rotation now would drop it
+    before the end of the overlap its rotation promised."""
+
+    def __init__(self, ends_at: datetime) -> None:
+        super().__init__(f"the previous webhook secret keeps signing until {ends_at.isoformat()}; "
+                         "rotate again after that")
+        self.ends_at = ends_at
 
 
 def new_secret() -> str:
@@ -110,7 +122,12 @@ def get_or_create(session: Session, tenant_id: str) -> SigningSecrets:
 
 def rotate(session: Session, tenant_id: str, overlap_s: float | None = None) -> SigningSecrets:
     """Replace the tenant's secret with a new one (commits); the old one keeps signing for
-    ``overlap_s`` seconds (default ``webhook_secret_overlap_s``; 0 ends it now)."""
+    ``overlap_s`` seconds (default ``webhook_secret_overlap_s``; 0 ends it now).
+
+    Raises:
+        RotationInProgress: ``overlap_s`` > 0 while the previous rotation's overlap still runs
+            (nothing changed).
+    """
     overlap_s = get_settings().webhook_secret_overlap_s if overlap_s is None else overlap_s
     now = utcnow()
     row = session.get(WebhookSecret, tenant_id, with_for_update=True)
@@ -119,6 +136,10 @@ def rotate(session: Session, tenant_id: str, overlap_s: float | None = None) -> 
                                   created_at=now))
         session.commit()
         return _read(session.get(WebhookSecret, tenant_id))
+    ends = as_utc(row.previous_expires_at) if row.previous_expires_at else None
+    if overlap_s > 0 and row.previous_secret and ends is not None and ends > now:
+        session.rollback()  # releases the row lock
+        raise RotationInProgress(ends)
     old = _decrypt(row.secret)
     row.previous_secret = _encrypt(old) if old and overlap_s > 0 else None
     row.previous_expires_at = now + timedelta(seconds=overlap_s) if old and overlap_s > 0 else None

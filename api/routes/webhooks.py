@@ -14,7 +14,7 @@ from api.problem import ProblemError
 from api.routes.adaptations import get_owned
 from service.models import WebhookAttempt, WebhookEvent, as_utc
 from service.webhook_events import send_attempt
-from service.webhook_secrets import SigningSecrets, get_or_create, rotate
+from service.webhook_secrets import RotationInProgress, SigningSecrets, get_or_create, rotate
 
 router = APIRouter(tags=["webhooks"])
 
@@ -68,11 +68,18 @@ def get_webhook_secret(session: SessionDep, tenant: TenantDep) -> WebhookSecretP
 
 
 @router.post("/webhooks/secret/rotate", response_model=WebhookSecretPublic,
+             openapi_extra={"x-problems": {409: ["rotation-in-progress"]}},
              summary="Replace the webhook signing secret (the old one keeps signing a while)")
 def rotate_webhook_secret(session: SessionDep, tenant: TenantDep) -> WebhookSecretPublic:
     """A new secret; deliveries carry signatures of both secrets until ``previous_expires_at``
-    (``webhook_secret_overlap_s`` from now)."""
-    return _public(rotate(session, tenant.id))
+    (``webhook_secret_overlap_s`` from now). While that overlap runs a second rotation is 409
+    ``rotation-in-progress`` (its ``previous_expires_at`` says when to retry): it would stop the
+    first secret signing before the time its rotation promised."""
+    try:
+        return _public(rotate(session, tenant.id))
+    except RotationInProgress as exc:
+        raise ProblemError(409, str(exc), kind="rotation-in-progress",
+                           previous_expires_at=exc.ends_at.isoformat()) from exc
 
 
 @router.get("/adaptations/{adaptation_id}/deliveries", response_model=DeliveryList,

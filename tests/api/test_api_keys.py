@@ -87,6 +87,10 @@ def test_rotation_overlap_then_expiry(pg_stack, owner):
     assert rotated.status_code == 201, rotated.text
     new = rotated.json()
     assert new["key"] != old_key
+    count = len(c.get("/keys").json()["items"])
+    body = _problem(c.post(f"/keys/{old_id}/rotate", json={"overlap_s": 2}), 409,
+                    "already-rotated")  # one successor per key, not one more per call
+    assert "successor" in body["detail"] and len(c.get("/keys").json()["items"]) == count
     with pg_stack.client(new["key"]) as c2:
         old = {k["id"]: k for k in c2.get("/keys").json()["items"]}[old_id]
         assert old["expires_at"] is not None and old["active"]

@@ -162,6 +162,10 @@ def test_canceled_events_carry_both_signatures_during_the_overlap_only(stack, te
         rotated = c.post("/webhooks/secret/rotate").json()
         new, ends = rotated["secret"], datetime.fromisoformat(rotated["previous_expires_at"])
         assert new != old and c.get("/webhooks/secret").json()["secret"] == new
+        again = c.post("/webhooks/secret/rotate")  # would cut the old secret's overlap short
+        assert again.status_code == 409 and again.json()["kind"] == "rotation-in-progress"
+        assert datetime.fromisoformat(again.json()["previous_expires_at"]) == ends
+        assert c.get("/webhooks/secret").json()["secret"] == new
 
         job = _create(c, receiver.url("/ok/canceled-1"), epochs=200).json()
         assert c.post(f"/adaptations/{job['id']}/cancel").status_code == 200  # keeps the record
@@ -182,6 +186,7 @@ def test_canceled_events_carry_both_signatures_during_the_overlap_only(stack, te
         Webhook(new).verify(got.body, got.headers)
         with pytest.raises(WebhookVerificationError):
             Webhook(old).verify(got.body, got.headers)
+        assert c.post("/webhooks/secret/rotate").status_code == 200  # overlap over: allowed
 
 
 def test_callback_url_is_part_of_the_idempotency_request_hash(stack, tenant, receiver):

@@ -48,3 +48,28 @@ def test_both_secrets_sign_during_the_overlap_and_only_the_new_one_after():
     Webhook(new).verify(BODY, after)
     with pytest.raises(WebhookVerificationError):
         Webhook(old).verify(BODY, after)
+
+
+def test_a_second_rotation_during_the_overlap_is_refused_and_the_first_secret_keeps_signing(
+        tmp_path):
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from service.models import Base
+    from service.webhook_secrets import RotationInProgress, get_or_create, rotate
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        first = get_or_create(session, "t1").current
+        second = rotate(session, "t1", overlap_s=60).current
+        with pytest.raises(RotationInProgress) as refused:
+            rotate(session, "t1", overlap_s=60)
+        assert refused.value.ends_at > utcnow() + timedelta(seconds=50)
+        found = get_or_create(session, "t1")
+        assert found.current == second  # nothing changed
+        headers = signature_headers(found.active(), "msg_3", int(time.time()), BODY)
+        Webhook(first).verify(BODY, headers)  # the promised overlap still holds
+        Webhook(second).verify(BODY, headers)
+        assert rotate(session, "t1", overlap_s=0).active() != [second]  # no overlap: allowed
+    engine.dispose()
