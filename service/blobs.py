@@ -157,13 +157,14 @@ class BlobStore:
         return len(data)
 
     def put_stream(self, key: str, src: BinaryIO) -> int:
-        """Like ``put`` but copies ``src`` in 1 MiB chunks (never whole in memory); byte count."""
+        """Like ``put`` but copies ``src`` in 64 KiB chunks (never whole in memory, and little
+        even with ``blob_batch.PUT_WORKERS`` of them at once); byte count."""
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self._tmp)
         try:
             with os.fdopen(fd, "wb") as fh:
-                shutil.copyfileobj(src, fh, 1 << 20)
+                shutil.copyfileobj(src, fh, 64 * 1024)
                 fh.flush()
                 os.fsync(fh.fileno())
                 size = fh.tell()

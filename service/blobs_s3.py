@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
@@ -54,15 +55,29 @@ _STORE_LEVEL = {"NoSuchBucket", "AccessDenied", "403", "InvalidAccessKeyId",
 
 
 class _Counting:
-    """A read-only view of a stream that counts bytes read (and never closes the stream)."""
+    """A read-only view of ``head`` then a stream, counting bytes read (never closes the stream)."""
 
-    def __init__(self, src: BinaryIO) -> None:
-        self.src, self.n = src, 0
+    def __init__(self, src: BinaryIO, head: bytes = b"") -> None:
+        self.src, self.head, self.n = src, head, 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self.src.read(size)
+        if size is None or size < 0:
+            data, self.head = self.head + self.src.read(), b""
+        elif len(self.head) >= size:
+            data, self.head = self.head[:size], self.head[size:]
+        else:
+            data, self.head = self.head + _read_up_to(self.src, size - len(self.head)), b""
         self.n += len(data)
         return data
+
+
+def _read_up_to(src: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes of ``src`` (fewer only at its end)."""
+    parts, left = [], size
+    while left > 0 and (chunk := src.read(left)):
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
 class S3BlobStore:
@@ -72,7 +87,8 @@ class S3BlobStore:
         _scheme, self.bucket, self.prefix = parse_blob_url(url)  # BlobKeyError if invalid
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.client = boto3.client("s3", region_name=region, config=Config(
-            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60))
+            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60,
+            max_pool_connections=32))  # > blob_batch.PUT_WORKERS concurrent PUTs
         self.cache_dir = cache_dir
         self.cache_entries = cache_entries
 
@@ -123,9 +139,15 @@ class S3BlobStore:
         return self.put_stream(key, BytesIO(data))
 
     def put_stream(self, key: str, src: BinaryIO) -> int:
-        """Stream ``src`` to ``key`` in 8 MiB parts (multipart above 8 MiB); byte count."""
+        """Stream ``src`` to ``key``: one PutObject up to 8 MiB, 8 MiB multipart parts above
+        (the transfer manager's threads cost more than a small PUT); byte count."""
         full = self._k(key)
-        counted = _Counting(src)
+        head = _read_up_to(src, _PART + 1)
+        if len(head) <= _PART:
+            with self._translate(key):
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=head)
+            return len(head)
+        counted = _Counting(src, head)
         with self._translate(key):
             self.client.upload_fileobj(counted, self.bucket, full, Config=_TRANSFER)
         return counted.n
@@ -164,13 +186,22 @@ class S3BlobStore:
         self._delete_keys(keys, prefix)
 
     def _delete_keys(self, keys: list[str], what: str) -> None:
-        for i in range(0, len(keys), 1000):
-            batch = [{"Key": k} for k in keys[i:i + 1000]]
-            with self._translate(what):
-                out = self.client.delete_objects(Bucket=self.bucket,
-                                                 Delete={"Objects": batch, "Quiet": True})
-            if out.get("Errors"):
-                raise BlobStoreError(errno.EIO, f"object store refused to delete under {what}")
+        """DeleteObjects in batches of 1000 keys (the API's maximum), up to 4 batches at a time."""
+        batches = [keys[i:i + 1000] for i in range(0, len(keys), 1000)]
+        if len(batches) <= 1:
+            for batch in batches:
+                self._delete_batch(batch, what)
+            return
+        with ThreadPoolExecutor(min(4, len(batches)), thread_name_prefix="blob-delete") as pool:
+            for done in [pool.submit(self._delete_batch, batch, what) for batch in batches]:
+                done.result()
+
+    def _delete_batch(self, keys: list[str], what: str) -> None:
+        with self._translate(what):
+            out = self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": k} for k in keys], "Quiet": True})
+        if out.get("Errors"):
+            raise BlobStoreError(errno.EIO, f"object store refused to delete under {what}")
 
     def temp_dir(self) -> Path:
         """A fresh empty local directory, for ``publish_dir``."""

@@ -30,6 +30,7 @@ from api.schemas import AdaptationJSON, AdaptationList, AdaptationPublic, inline
 from api.upload_json import json_form
 from api.uploads import ImageItem, check_classes, check_total, file_item, read_archive, read_form
 from service import queue, quotas
+from service.blob_batch import put_all
 from service.blobs import BlobStore
 from service.db import get_sessionmaker
 from service.jobs import JobStatus, job_prefix, upload_key
@@ -213,13 +214,11 @@ def _store_new(tenant_id: str, items: list[ImageItem], class_names: list[str],
     with get_sessionmaker()() as session:
         tenant = session.get(Tenant, tenant_id)
         job_id = new_id()
-        manifest = []
+        keys = [upload_key(tenant_id, job_id, n, item.suffix) for n, item in enumerate(items)]
         try:
-            for n, item in enumerate(items):
-                key = upload_key(tenant_id, job_id, n, item.suffix)
-                with item.open() as src:  # streamed in chunks, never whole in memory
-                    blobs.put_stream(key, src)
-                manifest.append([key, index[item.label]])
+            # concurrent PUTs, each streamed in chunks; none in flight once put_all ends
+            put_all(blobs, [(key, item.open, item.size) for key, item in zip(keys, items)])
+            manifest = [[key, index[item.label]] for key, item in zip(keys, items)]
             job = Adaptation(
                 id=job_id, tenant_id=tenant_id, status=JobStatus.queued.value,
                 idempotency_key=idem_key, request_hash=digest, class_names=class_names,
