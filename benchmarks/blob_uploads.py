@@ -1,11 +1,12 @@
 """Many small uploads through the blob store, as ``POST /adaptations`` stores them
 (``service.blob_batch.put_all``), then the job's deletion (``delete_prefix``).
 
-    python -m benchmarks.blob_uploads --n 2000 --workers 1 16 --store s3 file
+    python -m benchmarks.blob_uploads --n 2000 --workers 1 16 --store s3 file [--json]
 
 The S3 server is the one of the standard AWS settings (``--s3-url`` required then) or a local
-moto_server (``benchmarks.adapters_s3.s3_server``). Prints one JSON line per store and worker
-count: seconds to store ``n`` objects of ``--size`` bytes and to delete them.
+moto_server (``benchmarks.adapters_s3.s3_server``). Prints one line per store and worker count
+(``--json``: one JSON object, ``runs`` holding them): seconds to store ``n`` objects of
+``--size`` bytes and to delete them, objects stored and left afterwards.
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--store", nargs="+", choices=["s3", "file"], default=["s3", "file"])
     parser.add_argument("--s3-url", default=None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     from benchmarks.adapters_s3 import s3_server
     from service.blobs import BlobStore, open_blob_store
 
+    runs: list[dict] = []
     for kind in args.store:
         with tempfile.TemporaryDirectory() as tmp:
             ctx = s3_server(args.s3_url) if kind == "s3" else nullcontext((f"file://{tmp}", "disk"))
@@ -60,8 +63,12 @@ def main(argv: list[str] | None = None) -> None:
                 store = open_blob_store(url, Path(tmp) / "cache") if kind == "s3" \
                     else BlobStore(Path(tmp) / "blobs")
                 for workers in args.workers:
-                    print(json.dumps({"store": kind, "where": where,
-                                      **run(store, args.n, args.size, workers)}), flush=True)
+                    runs.append({"store": kind, "where": where,
+                                 **run(store, args.n, args.size, workers)})
+                    if not args.json:
+                        print(" ".join(f"{k}={v}" for k, v in runs[-1].items()), flush=True)
+    if args.json:
+        print(json.dumps({"n": args.n, "size": args.size, "runs": runs}))
 
 
 if __name__ == "__main__":

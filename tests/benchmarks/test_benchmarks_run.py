@@ -29,6 +29,7 @@ CASES = {
     "adapters": (["--backbone", "mmlop-tiny", "--stored", "12", "--cold", "4", "--requests", "4", "--device", "cpu"],
                  {"cold_load_p50_s", "cold_load_p99_s", "resident_bytes_per_adapter", "classify_hot_p50_s",
                   "classify_random_p50_s", "classify_random_p99_s"}),
+    "blob_uploads": (["--n", "40", "--workers", "1", "8"], {"n", "size", "runs"}),
 }
 
 
@@ -45,6 +46,9 @@ def test_benchmark_prints_json(name: str) -> None:
     assert keys <= set(res), sorted(keys - set(res))
     if name == "http":
         assert res["errors"] == 0, res
+    if name == "blob_uploads":  # both stores (S3 on a moto_server it starts), nothing left
+        assert [(r["store"], r["workers"], r["stored"], r["left"]) for r in res["runs"]] == [
+            (store, w, 40, 0) for store in ("s3", "file") for w in (1, 8)], res
 
 
 def test_adapters_benchmark_with_s3_reports_both_stores() -> None:
