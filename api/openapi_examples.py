@@ -35,7 +35,7 @@ _CLASSIFY_REQUEST = {"images": ["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAIC...(base64 of 
 
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$"},
     "example": "2f1d6c1e-photos-2026-11-29",
     "description": (
         "Makes the create safe to retry (the Python client sends one on every call). The first "
@@ -44,7 +44,8 @@ IDEMPOTENCY_KEY = {
         "instead of a new one, and re-enqueues it if its enqueue had failed (503 "
         "`queue-unavailable`). The same key with a different body is 422 "
         "`idempotency-key-reused` (field `Idempotency-Key`). Keys are per tenant, 1..200 "
-        "characters; deleting the job frees its key."),
+        "printable ASCII characters (space to `~`; others are a 422 naming the header); "
+        "deleting the job frees its key."),
 }
 
 _UPLOAD_422 = ["invalid-config", "invalid-image", "invalid-archive", "invalid-class-name",

@@ -72,7 +72,8 @@ class KeysMixin:
 
     def rotate_key(self, key_id: str, overlap_s: int | None = None) -> NewApiKey:
         """The key's successor (``.key``, shown once); the old key keeps working ``overlap_s``
-        seconds (server default one day, at most seven), then gets 401."""
+        seconds (server default one day, at most seven), then gets 401. A key rotated before
+        raises the API's 409 ``already-rotated``: rotate its successor."""
         return NewApiKey.from_dict(self._request("POST", f"/keys/{key_id}/rotate",  # type: ignore[attr-defined]
                                   **_rotate_body(overlap_s)).json())
 

@@ -62,7 +62,8 @@ class WebhooksMixin:
         return WebhookSecret.from_dict(self._request("GET", "/webhooks/secret").json())  # type: ignore[attr-defined]
 
     def rotate_webhook_secret(self) -> WebhookSecret:
-        """A new signing secret; the old one keeps signing until ``previous_expires_at``."""
+        """A new signing secret; the old one keeps signing until ``previous_expires_at``. During
+        that overlap a second rotation raises the API's 409 ``rotation-in-progress``."""
         return WebhookSecret.from_dict(self._request("POST", "/webhooks/secret/rotate").json())  # type: ignore[attr-defined]
 
     def deliveries(self, adaptation_id: str) -> list[DeliveryAttempt]:
