@@ -49,6 +49,7 @@ class TrainingCanceled(MMLoPError):
 class TimeBudgetExceeded(MMLoPError):
     """The training time budget (``TrainConfig.max_seconds``) ran out before the first step.
 
-    Raised when the text features of the classes alone take the whole budget; once training
-    has started, the budget stops it early instead (``stopped_early="max_seconds"``).
+    Raised when the budget is spent by the time the class text features are done (checked
+    between their chunks and once after them), so no step runs past it; once training has
+    started, the budget stops it after the current step instead (``stopped_early="max_seconds"``).
     """

@@ -136,7 +136,11 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
         config: adapter shape/regularisation (default: `mmlop` preset).
         train: optimisation settings (default :class:`TrainConfig`); `shots` samples per class
             with `seed`; `max_steps`/`max_seconds` cut the run short (recorded in metrics).
-            `max_seconds` counts from this call, the class text features included.
+            `max_seconds` counts from this call, the class text features included; it is
+            checked between text chunks, once more before step 1 (spent: TimeBudgetExceeded)
+            and after every step (spent: stop, ``stopped_early="max_seconds"``). A step is never
+            interrupted, so a run overshoots the budget by at most one step, plus the served
+            class features; held-out scoring stops at the budget.
         callbacks: objects with optional ``on_progress(TrainProgress)`` and ``should_stop()``;
             ``should_stop`` is also polled between chunks of the text features.
 
@@ -155,7 +159,8 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
         ConfigError: a depth beyond the backbone's blocks.
         TrainingCanceled: a callback's ``should_stop()`` returned True (polled after every step
             and before every validation batch too).
-        TimeBudgetExceeded: `max_seconds` ran out computing the text features, before step 1.
+        TimeBudgetExceeded: `max_seconds` ran out before step 1 (checked between the text
+            feature chunks and once after them).
     """
     started = time.perf_counter()
     config = config or AdapterConfig()
@@ -170,9 +175,11 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
         chosen = sample_few_shot(labels, train.shots, train.seed)
         rgb = [to_rgb(images[i]) for i in chosen]
         targets = torch.tensor([labels[i] for i in chosen], dtype=torch.long)
-        frozen_text = frozen_class_features(backbone, class_names,
-                                            ensemble_templates(config.template, config.ensemble_templates),
-                                            between_chunks=_text_phase_check(train, callbacks, started))
+        templates = ensemble_templates(config.template, config.ensemble_templates)
+        text_check = _text_phase_check(train, callbacks, started)
+        frozen_text = frozen_class_features(backbone, class_names, templates, between_chunks=text_check)
+        texts = len(class_names) * len(templates)
+        text_check(texts, texts, len(class_names))  # a budget already spent fails before step 1
         left = None if train.max_seconds is None else max(train.max_seconds - (time.perf_counter() - started), 0.001)
         metrics, image_drift = _fit(backbone, config, train if left is None else replace(train, max_seconds=left),
                                     prompts, rgb, targets, class_names, frozen_text, callbacks)
@@ -410,7 +417,7 @@ class _FitLoop:
         if any(hook() for hook in self.hooks_stop):
             raise TrainingCanceled(f"training canceled at step {self.step} of {self.total_steps}")
         self.metrics.update(steps=self.step, seconds=elapsed, images_per_s=progress.images_per_s, final_loss=loss)
-        stop = self._budget_stop(elapsed)
+        stop = self._budget_stop(time.perf_counter() - self.start)  # the callbacks' time counts too
         if stop or self.step >= self.total_steps:
             self.metrics["stopped_early"] = stop
             return True

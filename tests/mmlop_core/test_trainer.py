@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from utils.core import fashion, quick_adapter, tiny_backbone
+from utils.core import SlowSteps, fashion, quick_adapter, tiny_backbone
 
 import mmlop_core as m
+from mmlop_core.errors import TimeBudgetExceeded
 
 
 def test_same_seed_gives_identical_prompts_and_other_seed_differs():
@@ -64,9 +65,20 @@ def test_step_budget_stops_early_and_says_so():
     assert adapter.metrics["steps"] == 3 and adapter.metrics["stopped_early"] == "max_steps"
 
 
-def test_time_budget_stops_early_and_says_so():
-    adapter = _train(epochs=50, max_seconds=0.001)
+def test_time_budget_stops_at_the_next_step_and_says_so(monkeypatch):
+    rec = SlowSteps(100.0, monkeypatch)
+    adapter = _train([rec], epochs=50, max_seconds=60.0)  # the text features fit, step 1 does not
+    assert [p.step for p in rec.seen] == [1]
     assert adapter.metrics["steps"] == 1 and adapter.metrics["stopped_early"] == "max_seconds"
+
+
+def test_time_budget_spent_before_the_first_step_is_a_clear_error():
+    """A budget the text features (here one chunk: no poll between chunks) already spent fails
+    before step 1 instead of training a step past it (a 0.01 s job trained for 7.6 s)."""
+    rec = _Recorder()
+    with pytest.raises(TimeBudgetExceeded, match=r"max_seconds=0.001.*before training started"):
+        _train([rec], epochs=1, shots=1, max_seconds=0.001)
+    assert rec.seen == []
 
 
 def test_zero_shot_preset_trains_nothing():

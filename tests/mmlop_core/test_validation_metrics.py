@@ -9,7 +9,7 @@ import functools
 import json
 
 import pytest
-from utils.core import fashion, tiny_backbone
+from utils.core import SlowSteps, fashion, tiny_backbone
 
 import mmlop_core as m
 
@@ -91,11 +91,13 @@ def test_cancel_during_validation_raises_training_canceled():
                         m.TrainConfig(shots=4, epochs=1, batch_size=4, max_steps=2), callbacks=[StopAfterTraining()])
 
 
-def test_validation_stays_inside_the_time_budget_and_says_so():
-    """`max_seconds` bounds the whole call: a budget spent in training leaves no time to score."""
+def test_validation_stays_inside_the_time_budget_and_says_so(monkeypatch):
+    """`max_seconds` bounds the whole call: a budget spent in training leaves no time to score
+    (each step "takes" 100 s of a 60 s budget: the text features fit, step 1 spends it)."""
     images, labels, names = _two_classes("trouser", "bag")
     adapter = m.train_adapter(tiny_backbone(), images, labels, names, m.AdapterConfig(),
-                              m.TrainConfig(shots=4, epochs=50, batch_size=4, max_seconds=0.5))
+                              m.TrainConfig(shots=4, epochs=50, batch_size=4, max_seconds=60),
+                              callbacks=[SlowSteps(100.0, monkeypatch)])
     metrics = adapter.metrics
     assert metrics["stopped_early"] == "max_seconds" and metrics["steps"] < 100
     assert metrics["val_images"] == 0 and metrics["val_accuracy"] is None and metrics["val_recall"] is None

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import time
+import types
 from pathlib import Path
 
 import torch
@@ -38,3 +40,20 @@ def quick_adapter(preset: str = "mmlop", steps: int = 3, seed: int = 1, classes:
 def random_pixels(n: int, seed: int = 0) -> torch.Tensor:
     """FloatTensor (n, 3, 64, 64) of seeded noise at the tiny backbone's input size."""
     return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+class SlowSteps:
+    """A trainer callback under which every step "takes" ``seconds``: its ``on_progress`` moves
+    the clock ``mmlop_core.trainer`` reads (``time.perf_counter``, patched with ``monkeypatch``)
+    on, so a test spends a time budget in training without sleeping. ``seen``: the progress."""
+
+    def __init__(self, seconds: float, monkeypatch) -> None:
+        from mmlop_core import trainer
+
+        self.seen, self.offset, self.seconds = [], 0.0, seconds
+        clock = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + self.offset)
+        monkeypatch.setattr(trainer, "time", clock)
+
+    def on_progress(self, p) -> None:
+        self.seen.append(p)
+        self.offset += self.seconds

@@ -42,3 +42,17 @@ def test_a_budget_spent_on_text_features_fails_attempt_1_saying_why(stack):
     assert "time budget" in body["error"] and "100 classes" in body["error"], body["error"]
     row = read_adaptation(stack.database_url, job_id)
     assert (row.finished_at - row.started_at).total_seconds() < 20
+
+
+def test_a_train_budget_spent_before_the_first_step_fails_the_job_saying_so(stack):
+    """``{"epochs":1,"shots":1,"max_seconds":0.01}`` on two classes (one text chunk): the budget
+    is gone before step 1, so the job fails saying so instead of training past it."""
+    _, key = make_tenant(stack.database_url)
+    files, data = image_multipart(photos("train", 1, ["bag", "coat"]))
+    config = {"train": {"epochs": 1, "shots": 1, "max_seconds": 0.01}}
+    with stack.client(key) as c:
+        resp = c.post("/adaptations", files=files, data={**data, "config": json.dumps(config)})
+        assert resp.status_code == 202, resp.text
+        body = wait_for_status(c, resp.json()["id"], {"succeeded", "failed", "canceled"}, timeout=120)
+    assert body["status"] == "failed" and body["attempt"] == 1, (body, stack.log_tail("worker"))
+    assert "max_seconds=0.01" in body["error"] and "before training started" in body["error"], body["error"]
