@@ -9,7 +9,10 @@ Refused everywhere (422 naming the field):
 - invisible format characters (``Cf``: zero-width space U+200B, bidi overrides and isolates
   U+202A..U+202E, U+2066..U+2069, byte-order mark U+FEFF, soft hyphen...), which make two names
   look alike or reorder a listing's text. The zero-width joiner U+200D is the one exception:
-  emoji sequences (``👩‍💻``) need it, and it reorders nothing.
+  emoji sequences (``👩‍💻``) need it, and it reorders nothing;
+- line and paragraph separators (``Zl``, ``Zp``: U+2028, U+2029), which break a name across
+  lines, and the Hangul fillers U+115F, U+1160, U+3164, U+FFA0: letters by category that
+  Unicode lists as default-ignorable, so a name made of them shows as blank.
 
 Responses never fail on stored text: :class:`ScrubbedModel` replaces any lone surrogate a row
 may hold (written before these checks, or by another tool) with U+FFFD.
@@ -24,16 +27,18 @@ from typing import Any
 from pydantic import BaseModel, field_validator
 
 ZWJ = "\u200d"
+_REFUSED_CATEGORIES = ("Cs", "Cc", "Cf", "Zl", "Zp")
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def unsafe_char(text: str) -> str | None:
-    """The first character of ``text`` this module's rule refuses (``Cs``, ``Cc``, or ``Cf``
-    other than U+200D), or None."""
+    """The first character of ``text`` this module's rule refuses (``Cs``, ``Cc``, ``Zl``,
+    ``Zp``, ``Cf`` other than U+200D, or a Hangul filler), or None."""
     if text.isascii():  # O(1) in CPython; only Cc can occur
         return next((ch for ch in text if ch < " " or ch == "\x7f"), None)
-    return next((ch for ch in text if unicodedata.category(ch) in ("Cs", "Cc", "Cf")
-                 and ch != ZWJ), None)
+    return next((ch for ch in text if (unicodedata.category(ch) in _REFUSED_CATEGORIES
+                                       and ch != ZWJ) or ch in _BLANK_LETTERS), None)
 
 
 def describe(ch: str) -> str:

@@ -13,7 +13,12 @@ from api.text import scrub, unsafe_char
 
 @pytest.mark.parametrize("text", ["a\x00", "a\tb", "\x7f", "\x85", "a\u200bb", "\u202eevil",
                                   "\u2066x\u2069", "\ufeffx", "\u00adx", "a\ud800",
-                                  "\U000e0041"])
+                                  "\U000e0041",
+                                  # line/paragraph separators and letters that render blank
+                                  # (a fresh user's try: stored as names, they split or
+                                  # blank a listing's line)
+                                  "a\u2028b", "a\u2029b", "\u3164", "x\u115f", "x\u1160",
+                                  "x\uffa0"])
 def test_control_format_and_surrogate_characters_are_unsafe(text):
     assert unsafe_char(text) is not None
 
