@@ -5,6 +5,7 @@ Every check raises ``ProblemError`` (413 for size limits, 422 for bad content), 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import io
@@ -112,8 +113,12 @@ def _checked_item(fh: BinaryIO, scanned: _Scanned, name: str, label: str, filena
     return ImageItem(open_, scanned.size, scanned.sha256, suffix, label, filename)
 
 
-async def read_form(request: Any, max_images: int, max_fields: int, fields_name: str) -> Any:
+async def read_form(request: Any, max_images: int, max_fields: int, fields_name: str,
+                    known: frozenset[str]) -> Any:
     """The multipart form of ``request``, parsed with caps of ``max_images + 1`` files and ``max_fields`` fields.
+
+    A part whose name is not in ``known`` is a 422 naming it (and the closest known name): a
+    typo such as ``train_config`` for ``config`` would otherwise train with the defaults.
 
     The one place every route parses a form, so each "too many" gets the same answer: past the
     parser's caps it is 413 ``too-large`` (field ``images`` for files, ``fields_name`` for text
@@ -122,7 +127,7 @@ async def read_form(request: Any, max_images: int, max_fields: int, fields_name:
     stays its 413.
     """
     try:
-        return await request.form(max_files=max_images + 1, max_fields=max_fields)
+        form = await request.form(max_files=max_images + 1, max_fields=max_fields)
     except ProblemError:
         raise
     except Exception as exc:  # noqa: BLE001 - the parser's errors (HTTPException, MultiPartException)
@@ -135,6 +140,15 @@ async def read_form(request: Any, max_images: int, max_fields: int, fields_name:
                                field=fields_name) from exc
         raise ProblemError(getattr(exc, "status_code", 400), f"malformed multipart body: {detail}",
                            kind="bad-multipart") from exc
+    unknown = sorted(set(form.keys()) - known)
+    if unknown:
+        await form.close()
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ProblemError(422, f"unknown form field {unknown[0][:60]!r}{hint}; this route takes "
+                           f"{', '.join(sorted(known))}", kind="validation-error",
+                           field=unknown[0][:60])
+    return form
 
 
 def read_limited(fh: IO[bytes], limit: int, name: str) -> bytes:

@@ -40,6 +40,10 @@ from service.webhook_events import job_ended
 
 logger = logging.getLogger(__name__)
 
+# The multipart parts POST /adaptations takes; any other is refused (a typo would be ignored).
+CREATE_FIELDS = frozenset({"images", "labels", "archive", "class_names", "config", "name",
+                           "metadata", "callback_url"})
+
 router = APIRouter(prefix="/adaptations", tags=["adaptations"])
 
 _CREATE_BODY = {
@@ -343,7 +347,8 @@ async def create_adaptation(request: Request, response: Response, tenant: Tenant
         form = await run_in_threadpool(json_form, raw, settings)
     else:
         form = await read_form(request, settings.upload_max_files,
-                               settings.upload_max_files * 2 + 100, fields_name="images")
+                               settings.upload_max_files * 2 + 100, fields_name="images",
+                               known=CREATE_FIELDS)
     try:
         name, metadata = adaptation_fields.form_fields(form)
         items, class_names, config = await run_in_threadpool(_collect_items, form, settings)

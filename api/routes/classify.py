@@ -24,6 +24,8 @@ from service.jobs import JobStatus
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/classify", tags=["classify"])
+# The multipart parts /classify routes take; any other is refused (a typo would be ignored).
+_FORM_FIELDS = frozenset({"images", "top_k", "class_names"})
 
 _BODY = {
     "requestBody": {
@@ -82,7 +84,7 @@ async def _read_request(request: Request, settings: Any) -> tuple[list[tuple[str
         return images, top_k, body.class_names
     if ctype.startswith("multipart/form-data"):
         form = await read_form(request, settings.classify_max_images, settings.classify_max_class_names + 8,
-                               fields_name="class_names")
+                               fields_name="class_names", known=_FORM_FIELDS)
         try:
             uploads = [v for v in form.getlist("images") if isinstance(v, UploadFile)]
             images = []

@@ -75,8 +75,7 @@ def test_create_validation_errors(pg_stack, tenant_factory):
         # wrong media type (JSON is accepted: tests/hostile/test_json_uploads.py)
         assert_problem(c.post("/adaptations", content=b"images", headers={"content-type": "text/plain"}), 415)
         # nothing uploaded
-        assert_problem(c.post("/adaptations", data={"config": "{}"},
-                              files=[("x", ("x", b"", "text/plain"))]), 422, "images")
+        assert_problem(c.post("/adaptations", files=[("config", (None, "{}"))]), 422, "images")
         # labels do not match images
         assert_problem(c.post("/adaptations", files=files, data={"labels": ["bag"]}), 422,
                        "labels")
