@@ -5,13 +5,13 @@ name and by a metadata key on both databases, and it downgrades and upgrades aga
 from __future__ import annotations
 
 from alembic import command
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from api.adaptation_fields import list_filters
 from service.models import Adaptation
 from utils.factories import make_adaptation
-from utils.migrations import alembic_config, column_names
+from utils.migrations import alembic_config, column_names, insert_old_adaptation
 
 COLUMNS = {"name", "metadata"}
 
@@ -21,14 +21,7 @@ def _check(url: str) -> None:
     command.upgrade(cfg, "0002")
     assert not COLUMNS & column_names(url, "adaptations")
     engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'old', "
-                          "CURRENT_TIMESTAMP)"))
-        conn.execute(text(
-            "INSERT INTO adaptations (id, tenant_id, status, request_hash, class_names, images, "
-            "num_images, adapter_config, train_config, backbone, pretrained, attempt, "
-            "cancel_requested, created_at) VALUES ('old', 't1', 'queued', 'h', '[]', '[]', 0, "
-            "'{}', '{}', 'b', 'p', 0, false, CURRENT_TIMESTAMP)"))
+    insert_old_adaptation(engine, "old", "queued")
     command.upgrade(cfg, "head")
     assert COLUMNS <= column_names(url, "adaptations")
     a = make_adaptation(url, "t1", name="alpha", user_metadata={"project": "shoes", "n": "3"})

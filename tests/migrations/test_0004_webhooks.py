@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from utils.migrations import alembic_config, column_names, table_names
+from utils.migrations import alembic_config, column_names, insert_old_adaptation, table_names
 
 TABLES = {"webhook_secrets", "webhook_events", "webhook_attempts"}
 
@@ -16,14 +16,7 @@ def _check(url: str) -> None:
     command.upgrade(cfg, "0003")
     assert not TABLES & table_names(url) and "callback_url" not in column_names(url, "adaptations")
     engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'old', "
-                          "CURRENT_TIMESTAMP)"))
-        conn.execute(text(
-            "INSERT INTO adaptations (id, tenant_id, status, request_hash, class_names, images, "
-            "num_images, adapter_config, train_config, backbone, pretrained, attempt, "
-            "cancel_requested, created_at) VALUES ('a1', 't1', 'succeeded', 'h', '[]', '[]', 0, "
-            "'{}', '{}', 'b', 'p', 1, false, CURRENT_TIMESTAMP)"))
+    insert_old_adaptation(engine, "a1", "succeeded", attempt=1)
     command.upgrade(cfg, "0004")
     assert TABLES <= table_names(url) and "callback_url" in column_names(url, "adaptations")
     with engine.connect() as conn:
