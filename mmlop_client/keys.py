@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .models import _known, _time
+from .models import _known
 
 _TIMES = ("created_at", "last_used_at", "expires_at", "revoked_at")
 
@@ -35,10 +35,7 @@ class ApiKey:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
         """From a decoded ``ApiKeyPublic`` body (``NewApiKey.from_dict``: ``ApiKeyCreated``)."""
-        values = _known(cls, data)
-        for name in _TIMES:
-            values[name] = _time(values.get(name))
-        return cls(**values)
+        return cls(**_known(cls, data, _TIMES))
 
 
 @dataclass(frozen=True)

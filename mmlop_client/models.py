@@ -15,9 +15,14 @@ from typing import Any
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def _known(cls: type, data: dict[str, Any], times: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The members of ``data`` that are fields of ``cls``; those named in ``times`` parsed from
+    ISO 8601 (None when absent or null)."""
     names = {f.name for f in fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
+    values = {k: v for k, v in data.items() if k in names}
+    for name in times:
+        values[name] = _time(values.get(name))
+    return values
 
 
 def _time(value: str | None) -> datetime | None:
@@ -74,11 +79,9 @@ class Adaptation:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Adaptation":
         """From a decoded ``AdaptationPublic`` body."""
-        values = _known(cls, data)
+        values = _known(cls, data, ("created_at", "started_at", "finished_at"))
         if values.get("progress") is not None:
             values["progress"] = Progress.from_dict(values["progress"])
-        for name in ("created_at", "started_at", "finished_at"):
-            values[name] = _time(values.get(name))
         return cls(**values)
 
 
@@ -113,11 +116,9 @@ class AdaptationEvent:
     @classmethod
     def from_sse(cls, event: str, event_id: str, data: dict[str, Any]) -> "AdaptationEvent":
         """From one Server-Sent Event: its ``event``, ``id`` and decoded ``data``."""
-        values = _known(cls, data)
+        values = _known(cls, data, ("started_at", "finished_at"))
         if values.get("progress") is not None:
             values["progress"] = Progress.from_dict(values["progress"])
-        for name in ("started_at", "finished_at"):
-            values[name] = _time(values.get(name))
         return cls(event=event, event_id=event_id, **values)
 
     def apply_to(self, job: Adaptation) -> Adaptation:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .models import _known, _time
+from .models import _known
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,7 @@ class WebhookSecret:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WebhookSecret":
         """From a decoded ``WebhookSecretPublic`` body."""
-        values = _known(cls, data)
-        for name in ("created_at", "previous_expires_at"):
-            values[name] = _time(values.get(name))
-        return cls(**values)
+        return cls(**_known(cls, data, ("created_at", "previous_expires_at")))
 
 
 @dataclass(frozen=True)
@@ -49,9 +46,7 @@ class DeliveryAttempt:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DeliveryAttempt":
         """From one item of a decoded ``GET /adaptations/{id}/deliveries`` body."""
-        values = _known(cls, data)
-        values["attempted_at"] = _time(values.get("attempted_at"))
-        return cls(**values)
+        return cls(**_known(cls, data, ("attempted_at",)))
 
 
 class WebhooksMixin:
