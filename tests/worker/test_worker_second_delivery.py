@@ -102,7 +102,7 @@ def _unacked_tag(broker_url: str, job_id: str, timeout: float = 30) -> bytes:
 
 def test_duplicate_publish_leaves_running_job_untouched(stack, key):
     with stack.client(key) as c:
-        job_id = _submit(c, photos("train", 8, CLASSES), {"epochs": 30, "batch_size": 4})
+        job_id = _submit(c, photos("train", 8, CLASSES), {"epochs": 10, "batch_size": 4})
         _wait_running_step(c, job_id, 3)
         producer = Celery("test-producer", broker=stack.env["MMLOP_BROKER_URL"])
         producer.send_task(TRAIN_TASK_NAME, args=[job_id], queue=stack.env["MMLOP_TASK_QUEUE"])
@@ -115,7 +115,7 @@ def test_broker_redelivery_after_visibility_timeout_leaves_running_job_untouched
 
     broker = stack.env["MMLOP_BROKER_URL"]
     with stack.client(key) as c:
-        job_id = _submit(c, photos("train", 8, CLASSES), {"epochs": 30, "batch_size": 4})
+        job_id = _submit(c, photos("train", 8, CLASSES), {"epochs": 10, "batch_size": 4})
         _wait_running_step(c, job_id, 3)
         tag = _unacked_tag(broker, job_id)
         with Connection(broker) as conn:  # what QoS.restore_visible does to an expired message
