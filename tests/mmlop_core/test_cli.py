@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -17,8 +18,9 @@ runner = CliRunner()
 # so its frozen features are a poor teacher: the paper's LSCL weights (25/10/1) pin the prompts to
 # a meaningless zero-shot solution and the random prompt init starts far from it. Measured on the
 # 500 held-out photos (chance 0.10, zero-shot 0.196): defaults at lr 0.0025 -> 0.10; these
-# settings -> 0.27 (20 epochs: 0.24; rank 2: 0.18; ivlp preset: 0.28-0.33).
-TINY_TRAIN = ["--epochs", "30", "--lr", "0.02", "--batch-size", "16",
+# settings -> 0.27 at 30 epochs (20 epochs: 0.24; rank 2: 0.18; ivlp preset: 0.28-0.33). The test
+# trains 20 epochs: the same assertions, two thirds of the training time (30 epochs took ~130 s).
+TINY_TRAIN = ["--epochs", "20", "--lr", "0.02", "--batch-size", "16",
               "--config", json.dumps({"text_init": "words", "lambda_text": 1, "lambda_image": 1, "lambda_kl": 0.1}),
               "--train-config", json.dumps({"augment": False})]
 
@@ -125,6 +127,7 @@ def test_train_beats_zero_shot_and_twice_chance_then_classifies(tmp_path):
     zero_shot = m.train_adapter(tiny_backbone(), images, labels, names, m.AdapterConfig.from_preset("zeroshot"),
                                 m.TrainConfig(epochs=0))
     acc, zs = _accuracy(adapter), _accuracy(zero_shot)
+    logging.getLogger(__name__).info("held-out accuracy %.3f, zero-shot %.3f", acc, zs)
     assert acc > zs and acc >= 0.2, (acc, zs)
 
     test_files = sorted((TEST_DIR / "coat").glob("*.png"))[:2]
