@@ -51,6 +51,24 @@ class KLReduction(str, Enum):
     NUMEL = "numel"  # summed KL / (B * C), PromptSRC's code
 
 
+class LSCLScale(str, Enum):
+    """How LSCL's feature-consistency weights meet the backbone (docs/METHOD.md section 3, [recon]).
+
+    PromptSRC chose lambda_text = 25 and lambda_image = 10 on CLIP ViT-B/16, whose learned logit
+    scale s is 100 and whose features have D = 512 dimensions. Against the cross-entropy, whose
+    gradient grows with s, an L1 mean over D-dimensional unit vectors pulls with a gradient of norm
+    proportional to 1 / sqrt(D); ``backbone`` multiplies both weights by (s / 100) * sqrt(D / 512)
+    so that they weigh against CE as they do on ViT-B/16 (factor 1.00 there, 0.075 on
+    ``mmlop-tiny``: s = 14.93, D = 128). The KL term is left as written (scaling it too lowered
+    base accuracy below zero-shot on mmlop-tiny). The default is ``none``: on mmlop-tiny
+    ``backbone`` lifts base accuracy but makes novel accuracy collapse on some seeds
+    (docs/TINY_EVAL.md, "Calibrating the consistency weights"), so the harness must settle it.
+    """
+
+    BACKBONE = "backbone"  # lambda_text, lambda_image x (s / 100) x sqrt(D / 512)
+    NONE = "none"  # the weights as written, whatever the backbone
+
+
 class Precision(str, Enum):
     """Numeric precision of the training forward passes (docs/METHOD.md section 5)."""
 
@@ -146,6 +164,7 @@ class AdapterConfig(_DictMixin):
     lambda_image: float = 10.0  # LSCL weight of mean|f_hat - f0|
     lambda_kl: float = 1.0  # LSCL weight of KL(softmax(z0) || softmax(z_hat))
     kl_reduction: KLReduction = KLReduction.BATCHMEAN  # KL averaged per image, or PromptSRC's / (B*C)
+    lscl_scale: LSCLScale = LSCLScale.NONE  # or calibrate the feature weights to the backbone's s and D
     drift: DriftMode = DriftMode.TEXT  # uniform drift correction at inference (section 4)
     template: str = "a photo of a {}."  # dataset template; '{}' is replaced by the class name
     ensemble_templates: bool = True  # t0 averages the 60 ImageNet templates + `template`
@@ -163,6 +182,7 @@ class AdapterConfig(_DictMixin):
         self.text_init = _enum(TextInit, self.text_init, "text_init")  # type: ignore[assignment]
         self.drift = _enum(DriftMode, self.drift, "drift")  # type: ignore[assignment]
         self.kl_reduction = _enum(KLReduction, self.kl_reduction, "kl_reduction")  # type: ignore[assignment]
+        self.lscl_scale = _enum(LSCLScale, self.lscl_scale, "lscl_scale")  # type: ignore[assignment]
         for name in ("init_std", "lambda_text", "lambda_image", "lambda_kl"):
             _check_type(name, getattr(self, name), (int, float))
             setattr(self, name, _as_float(name, getattr(self, name)))
@@ -256,6 +276,7 @@ class TrainConfig(_DictMixin):
     seed: int = 1  # seeds sampling, init, augmentation and shuffling
     augment: bool = True  # random-resized-crop + horizontal flip
     crop_scale_min: float = 0.08  # lower bound of the random-resized-crop area fraction
+    crop_small_photos: bool = True  # False: photos smaller than the input are flipped, never cropped
     precision: Precision = Precision.AUTO  # autocast dtype on CUDA (CPU always runs fp32)
     max_steps: int | None = None  # stop after this many optimizer steps (budget)
     max_seconds: float | None = None  # stop after this many seconds of training (budget)
@@ -272,6 +293,7 @@ class TrainConfig(_DictMixin):
             setattr(self, name, _as_float(name, getattr(self, name)))
             _check_range(name, getattr(self, name), lo, hi)
         _check_type("augment", self.augment, (bool,))
+        _check_type("crop_small_photos", self.crop_small_photos, (bool,))
         self.precision = _enum(Precision, self.precision, "precision")  # type: ignore[assignment]
         _check_type("max_steps", self.max_steps, (int,), optional=True)
         _check_range("max_steps", self.max_steps, 1, 10**9)
@@ -289,4 +311,4 @@ class TrainConfig(_DictMixin):
         return cls(**data)
 
 
-__all__ = ["AdapterConfig", "TrainConfig", "PRESETS", "ShareU", "DriftMode", "TextInit", "Precision"]
+__all__ = ["AdapterConfig", "TrainConfig", "PRESETS", "ShareU", "DriftMode", "TextInit", "LSCLScale", "Precision"]

@@ -87,6 +87,12 @@ class BatchAugment:
     is dropped, never field of view, and a crop of a large photo resamples at most that many
     pixels (a 4000x3000 photo is kept at 1220x915 for ``image_size=224``, ``crop_scale_min=0.08``).
 
+    With ``crop_small=False``, photos whose shorter side is below `image_size` (thumbnails,
+    28 px Fashion-MNIST photos on a 64 px backbone) are not cropped: they get the eval view and
+    the random flip only, where the reference crop of 8% of the area would blow a few source
+    pixels up to the whole input. The default (True) crops every photo, as the reference
+    trainers do; docs/TINY_EVAL.md has what each gives on the tiny backbone.
+
     Without `augment` the output equals the backbone's eval preprocessing (resize shorter side
     to `image_size`, bicubic; centre crop), computed once per job.
 
@@ -96,6 +102,7 @@ class BatchAugment:
         image_size: output side in pixels.
         crop_scale_min: smallest crop area fraction, in (0, 1].
         augment: False = no crop/flip.
+        crop_small: False = photos whose shorter side is below `image_size` are only flipped.
         device: where the returned batches live (the eval-view uint8 images (N, 3, S, S) are
             kept there too).
     """
@@ -103,21 +110,23 @@ class BatchAugment:
     RATIO = (3 / 4, 4 / 3)
 
     def __init__(self, images: Sequence[Image.Image], preprocess, image_size: int, crop_scale_min: float,
-                 augment: bool, device: torch.device) -> None:
+                 augment: bool, device: torch.device, crop_small: bool = True) -> None:
         self.scale_min, self.augment, self.size, self.device = crop_scale_min, augment, image_size, device
         norm = next((t for t in getattr(preprocess, "transforms", []) if isinstance(t, transforms.Normalize)), None)
         mean = norm.mean if norm is not None else (0.0, 0.0, 0.0)
         std = norm.std if norm is not None else (1.0, 1.0, 1.0)
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        eval_view = transforms.Compose([
+            transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(image_size), transforms.PILToTensor()])
         if augment:
             cap = math.ceil(image_size / math.sqrt(crop_scale_min * min(self.RATIO[0], 1 / self.RATIO[1])))
-            self.sources = [_shrink(im, cap) for im in images]
+            # per photo: a source to crop (PIL) or, for a small photo, its eval view to flip (uint8 (3, S, S))
+            self.sources = [eval_view(im) if min(im.size) < image_size and not crop_small else _shrink(im, cap)
+                            for im in images]
         else:
-            base = transforms.Compose([
-                transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
-                transforms.CenterCrop(image_size), transforms.PILToTensor()])
-            self.images = torch.stack([base(im) for im in images]).to(device)  # (N, 3, S, S) uint8
+            self.images = torch.stack([eval_view(im) for im in images]).to(device)  # (N, 3, S, S) uint8
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         """Augmented, normalised batch for the rows `idx` (LongTensor (B,)): FloatTensor (B, 3, S, S).
@@ -130,8 +139,10 @@ class BatchAugment:
             x = self.images[idx.to(self.images.device)]
         return (x.float().div_(255) - self.mean) / self.std
 
-    def _crop(self, image: Image.Image) -> torch.Tensor:
-        """One random-resized-crop + flip of `image`: ByteTensor (3, S, S)."""
+    def _crop(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """One random-resized-crop + flip of `image` (a small photo's eval view: the flip only): ByteTensor (3, S, S)."""
+        if isinstance(image, torch.Tensor):
+            return image.flip(-1) if torch.rand(1) < 0.5 else image
         top, left, height, width = transforms.RandomResizedCrop.get_params(image, [self.scale_min, 1.0],
                                                                            list(self.RATIO))
         out = transforms.functional.resized_crop(image, top, left, height, width, [self.size, self.size],

@@ -10,6 +10,7 @@ t = text features, f = image features, all L2-normalised; z = logit_scale * cosi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,31 @@ class LossTerms:
     text: float
     image: float
     kl: float
+
+
+# CLIP ViT-B/16 (OpenAI), where PromptSRC chose its weights: learned logit scale and feature width.
+REFERENCE_LOGIT_SCALE = 100.0
+REFERENCE_DIM = 512
+
+
+def feature_weight_scale(logit_scale: float, dim: int) -> float:
+    """(s / 100) * sqrt(D / 512): the factor ``LSCLScale.BACKBONE`` applies to lambda_text and lambda_image.
+
+    The cross-entropy's gradient with respect to a feature grows linearly with the logit scale s;
+    an L1 mean over (N x D) differences of unit vectors has a per-feature gradient of norm
+    sqrt(D) / (N * D) = 1 / (N * sqrt(D)). Multiplying the weights by this factor keeps their pull
+    against CE what it is on CLIP ViT-B/16 (s = 100, D = 512), where PromptSRC set 25 and 10
+    (docs/METHOD.md section 3, [recon]; evidence in docs/TINY_EVAL.md).
+
+    Args:
+        logit_scale: s, the backbone's exp(logit_scale), > 0.
+        dim: D, the width of the joint embedding, >= 1.
+
+    Returns:
+        A positive float: 1.0 at s = 100 and D = 512 (OpenAI's ViT-B/16: 1.00003), 0.0747 for
+        ``mmlop-tiny``/``fmnist`` (s = 14.93, D = 128).
+    """
+    return (float(logit_scale) / REFERENCE_LOGIT_SCALE) * math.sqrt(dim / REFERENCE_DIM)
 
 
 def lscl_loss(logits: torch.Tensor, labels: torch.Tensor,

@@ -21,14 +21,14 @@ from PIL import Image
 
 from .adapter import Adapter
 from .backbone import Backbone
-from .config import AdapterConfig, Precision, TextInit, TrainConfig
+from .config import AdapterConfig, LSCLScale, Precision, TextInit, TrainConfig
 from .data import BatchAugment, sample_few_shot
 from .encoders import encode_image
 from .errors import ConfigError, DataError, NonFiniteOutputError, TimeBudgetExceeded, TrainingCanceled
 from .features import (check_names_read_apart, frozen_class_features, prompted_class_features, served_class_features,
                        tokenize)
 from .images import to_rgb
-from .losses import lscl_loss
+from .losses import feature_weight_scale, lscl_loss
 from .predictor import Predictor
 from .prompts import LowRankPrompts
 from .templates import ensemble_templates
@@ -347,12 +347,19 @@ class _FitLoop:
         """Augmentation, SGD on the prompt factors only, fp16 loss scaler (CUDA + fp16 only)."""
         backbone, train, device = self.backbone, self.train, self.backbone.device
         self.augment = BatchAugment(rgb, backbone.preprocess, backbone.image_size, train.crop_scale_min,
-                                    train.augment, device)
+                                    train.augment, device, crop_small=train.crop_small_photos)
         self.optimizer = torch.optim.SGD(self.prompts.parameters(), lr=train.lr, momentum=train.momentum,
                                          weight_decay=train.weight_decay)
         self.scaler = (torch.amp.GradScaler("cuda")
                        if device.type == "cuda" and train.precision is Precision.FP16 else None)
         self.logit_scale = backbone.model.logit_scale.exp().float()
+        factor = (feature_weight_scale(float(self.logit_scale), self.frozen_text.shape[-1])
+                  if self.config.lscl_scale is LSCLScale.BACKBONE else 1.0)
+        self.lambda_text, self.lambda_image = self.config.lambda_text * factor, self.config.lambda_image * factor
+        if self.config.lambda_text or self.config.lambda_image:
+            log.info("LSCL feature weights %.4g (text) and %.4g (image): %s x %.4f (lscl_scale=%s)",
+                     self.lambda_text, self.lambda_image, (self.config.lambda_text, self.config.lambda_image),
+                     factor, self.config.lscl_scale.value)
         self.targets = targets.to(device)
         self.start = time.perf_counter()
 
@@ -393,7 +400,7 @@ class _FitLoop:
         logits = self.logit_scale * f_hat @ t_hat.t()  # (B, C)
         frozen_logits = self.logit_scale * f0 @ self.frozen_text.t()
         terms = lscl_loss(logits, y, t_hat, self.frozen_text, f_hat, f0, frozen_logits,
-                          config.lambda_text, config.lambda_image, config.lambda_kl, config.kl_reduction)
+                          self.lambda_text, self.lambda_image, config.lambda_kl, config.kl_reduction)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(terms.total).backward()

@@ -47,6 +47,26 @@ def test_full_area_square_crop_is_identity_or_mirror():
         assert torch.allclose(out[i], plain[i], atol=1e-4) or torch.allclose(out[i], plain[i].flip(-1), atol=1e-4)
 
 
+@pytest.mark.parametrize("crop_small", [False, True])
+def test_photos_smaller_than_the_input_are_only_flipped_without_crop_small(crop_small):
+    """A 28 px photo on the 64 px backbone: an 8% crop is ~8x8 source pixels blown up to 64x64;
+    with ``crop_small=False`` such a photo keeps its eval view and gets the random flip only."""
+    bb = tiny_backbone()
+    images = fashion("train")[0][:4]
+    assert max(max(im.size) for im in images) < bb.image_size
+    aug = BatchAugment(images, bb.preprocess, bb.image_size, 0.08, True, bb.device, crop_small=crop_small)
+    plain = BatchAugment(images, bb.preprocess, bb.image_size, 0.08, False, bb.device)
+    idx = torch.arange(4).repeat(4)
+    torch.manual_seed(0)
+    out, view = aug(idx), plain(idx)
+    kept = [torch.allclose(out[i], view[i], atol=1e-6) for i in range(len(idx))]
+    mirrored = [torch.allclose(out[i], view[i].flip(-1), atol=1e-6) for i in range(len(idx))]
+    if crop_small:
+        assert not all(k or f for k, f in zip(kept, mirrored))  # cropped
+    else:
+        assert all(k or f for k, f in zip(kept, mirrored)) and any(kept) and any(mirrored)
+
+
 def _wide_image(width: int, height: int) -> Image.Image:
     """RGB image whose centre square is blue and whose left/right edges are red."""
     img = Image.new("RGB", (width, height), (0, 0, 255))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import mmlop_core as m
+from utils.core import quick_adapter, tiny_backbone
 from mmlop_core.drift import correct_drift, mean_drift
 from mmlop_core.losses import lscl_loss
 
@@ -80,3 +81,35 @@ def test_kl_term_per_image_by_default_or_per_logit_as_promptsrc_does():
                         float(per_row.sum()) / (b * c), rel_tol=1e-5)
     with pytest.raises(m.ConfigError, match="kl_reduction='sum' is not valid"):
         m.AdapterConfig(kl_reduction="sum")
+
+
+def test_feature_weight_scale_is_one_on_vit_b16_and_follows_s_and_sqrt_d():
+    from mmlop_core.losses import feature_weight_scale
+
+    assert feature_weight_scale(100.0, 512) == 1.0
+    assert abs(feature_weight_scale(math.exp(4.6052), 512) - 1.0) < 1e-4  # 1.00003: OpenAI ViT-B/16's stored logit scale
+    assert feature_weight_scale(50.0, 512) == 0.5  # CE's gradient halves with s
+    assert feature_weight_scale(100.0, 128) == 0.5  # an L1 mean's gradient norm doubles at D / 4
+    assert abs(feature_weight_scale(14.93, 128) - 0.0747) < 1e-4  # mmlop-tiny/fmnist
+
+
+@pytest.mark.parametrize("scale", ["backbone", "none"])
+def test_training_with_scaled_weights_equals_training_with_the_products_written_out(scale):
+    """lscl_scale='backbone' trains exactly as 'none' with lambda_text/lambda_image pre-multiplied
+    by (s / 100) sqrt(D / 512); 'none' uses the weights as written (the two runs then differ)."""
+    from mmlop_core.losses import feature_weight_scale
+
+    bb = tiny_backbone()
+    factor = feature_weight_scale(float(bb.model.logit_scale.exp()), bb.model.text_projection.shape[1])
+    assert abs(factor - 1.0) > 0.5  # seeded random tiny CLIP: s = 14.3, D = 128
+    scaled = quick_adapter(steps=4, lscl_scale=scale)
+    written = quick_adapter(steps=4, lscl_scale="none", lambda_text=25.0 * factor, lambda_image=10.0 * factor)
+    same = all(torch.equal(a, b) for a, b in zip(scaled.prompts.state_dict().values(),
+                                                  written.prompts.state_dict().values()))
+    assert same == (scale == "backbone")
+
+
+def test_lscl_scale_is_validated():
+    with pytest.raises(m.ConfigError, match="lscl_scale"):
+        m.AdapterConfig(lscl_scale="sometimes")
+    assert m.AdapterConfig().lscl_scale.value == "none"  # the weights as written, until the harness settles it

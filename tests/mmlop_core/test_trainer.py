@@ -128,3 +128,21 @@ def test_a_backbone_with_non_finite_features_stops_training_with_a_clear_error()
     with pytest.raises(m.NonFiniteOutputError, match="backbone produces non-finite features"):
         m.train_adapter(bb, [images[i] for i in keep], [labels[i] for i in keep], names[:2],
                         train=m.TrainConfig(shots=2, epochs=1, max_steps=1, warmup_epochs=0))
+
+
+@pytest.mark.parametrize("crop_small_photos", [True, False])
+def test_crop_small_photos_reaches_the_augmentation(crop_small_photos):
+    """The committed photos are 28 px, below the 64 px input: without crops of small photos the
+    crop's area bound cannot matter, with them it does."""
+    images, labels, names = fashion("train")
+    keep = [i for i, y in enumerate(labels) if y < 3]
+
+    def prompts(scale_min: float) -> list[torch.Tensor]:
+        train = m.TrainConfig(shots=4, epochs=1, batch_size=4, seed=1, max_steps=3, warmup_epochs=0, lr=0.01,
+                              crop_scale_min=scale_min, crop_small_photos=crop_small_photos)
+        adapter = m.train_adapter(tiny_backbone(), [images[i] for i in keep], [labels[i] for i in keep], names[:3],
+                                  m.AdapterConfig(), train)
+        return list(adapter.prompts.state_dict().values())
+
+    same = all(torch.equal(a, b) for a, b in zip(prompts(0.08), prompts(0.9)))
+    assert same == (not crop_small_photos)
