@@ -65,8 +65,7 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory, pg_database_url: str,
     stack = Stack(env=env, cwd=cwd, database_url=pg_database_url, blob_root=blob_root)
     try:
         stack.migrate()
-        stack.start_worker()
-        stack.start_api()
+        stack.start_worker_and_api()
         stack.wait_ready()
         yield stack
     finally:
@@ -91,8 +90,7 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["Stack"
                   blob_root=cwd / "var" / "blobs")
     try:
         stack.migrate()
-        stack.start_worker()
-        stack.start_api()
+        stack.start_worker_and_api()
         stack.wait_ready()
         yield stack
     finally:

@@ -33,8 +33,7 @@ def test_api_killed_during_upload_and_training_leaves_no_orphans(tmp_path, own_d
     stack = make_stack(tmp_path, own_database, redis_broker_url)
     try:
         stack.migrate()
-        stack.start_worker()
-        stack.start_api()
+        stack.start_worker_and_api()
         stack.wait_ready()
         tenant_id, key = make_tenant(own_database)
         with stack.client(key) as c:

@@ -44,8 +44,7 @@ def test_disk_full_fails_the_job_cleanly(tmp_path, own_database, redis_broker_ur
                        {"MMLOP_RECONCILE_INTERVAL_S": "0"}, blob_root=tiny_fs)
     try:
         stack.migrate()
-        stack.start_worker()
-        stack.start_api()
+        stack.start_worker_and_api()
         stack.wait_ready()
         _, key = make_tenant(own_database)
         with stack.client(key) as c:

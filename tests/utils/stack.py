@@ -121,9 +121,23 @@ class Stack:
 
     def start_api(self) -> None:
         """Start ``uvicorn api.main:app`` and wait for /healthz."""
+        self._spawn_api()
+        self._wait_api()
+
+    def start_worker_and_api(self, concurrency: int = 1) -> None:
+        """:meth:`start_worker` and :meth:`start_api` with both processes starting at once (each
+        imports torch and loads the backbone for several seconds); returns when both are up."""
+        offset = self._spawn_celery("worker", ["--concurrency", str(concurrency)])
+        self._spawn_api()
+        self._wait_celery("worker", offset)
+        self._wait_api()
+
+    def _spawn_api(self) -> None:
         self.port = free_port()
         self._spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host",
                             "127.0.0.1", "--port", str(self.port), "--log-level", "warning"])
+
+    def _wait_api(self) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             self._check_alive("api")
@@ -157,12 +171,19 @@ class Stack:
                                         "threads", "--concurrency", "4"])
 
     def _start_celery(self, name: str, options: list[str]) -> None:
+        self._wait_celery(name, self._spawn_celery(name, options))
+
+    def _spawn_celery(self, name: str, options: list[str]) -> int:
+        """Start a celery worker; returns the offset in its log where this run's lines begin."""
         log = self.cwd / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         self._spawn(name, [sys.executable, "-m", "celery", "-A", "worker.celery_app",
                            "worker", *options, "--loglevel", "INFO",
                            "--without-gossip", "--without-mingle",
                            "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h"])
+        return offset
+
+    def _wait_celery(self, name: str, offset: int) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             self._check_alive(name)
@@ -226,8 +247,9 @@ def own_pg_stack(cwd: Path, redis_broker_url: str, extra: dict[str, str],
     try:
         stack.migrate()
         if worker_concurrency is not None:
-            stack.start_worker(concurrency=worker_concurrency)
-        stack.start_api()
+            stack.start_worker_and_api(concurrency=worker_concurrency)
+        else:
+            stack.start_api()
         stack.wait_ready()
         yield stack
     finally:
