@@ -6,8 +6,9 @@ The backbone was pretrained here on Fashion-MNIST's train split only; these test
 - the default ``mmlop`` preset with the paper's default settings (16 shots, 20 epochs, seed 1)
   raises base-class accuracy over zero-shot, and LSCL keeps novel-class accuracy >= 3 points
   above the same preset without it;
-- the issue's bar (base +5 points, novel within 3, HM above zero-shot) is a strict xfail: it is
-  not met on this backbone (docs/TINY_EVAL.md says why), and the test fails once it is.
+- of the issue's bar, novel within 3 points of zero-shot and HM above zero-shot's hold and are
+  asserted; base +5 points is a strict xfail: it is not met on this backbone (docs/TINY_EVAL.md
+  says what was tried), and the test fails once it is.
 """
 from __future__ import annotations
 
@@ -98,9 +99,16 @@ def test_default_mmlop_gains_on_base_and_lscl_keeps_novel(base2novel):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4's base bar is not met on this backbone: measured base +2.7 "
-                                       "(75.6 vs 72.9), novel -2.3, HM 76.3 vs 76.0 (docs/TINY_EVAL.md); strict, so "
-                                       "it fails loudly once it holds")
-def test_issue_9_bar_base_plus_5_novel_within_3_hm_above_zero_shot(base2novel):
+def test_default_mmlop_keeps_novel_within_3_points_and_beats_zero_shot_hm(base2novel):
+    """Issue 9 item 4, the two conditions that hold: novel >= zero-shot - 3, HM > zero-shot's."""
     zs, mm = base2novel["zeroshot"], base2novel["mmlop"]
-    assert mm["base"] >= zs["base"] + 5 and mm["novel"] >= zs["novel"] - 3 and mm["hm"] > zs["hm"], base2novel
+    assert mm["novel"] >= zs["novel"] - 3 and mm["hm"] > zs["hm"], base2novel
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 9 item 4's base bar is not met on this backbone: measured base +2.7 "
+                                       "(75.6 vs 72.9); docs/TINY_EVAL.md says what was tried; strict, so it fails "
+                                       "loudly once it holds")
+def test_issue_9_bar_base_plus_5(base2novel):
+    zs, mm = base2novel["zeroshot"], base2novel["mmlop"]
+    assert mm["base"] >= zs["base"] + 5, base2novel
