@@ -11,6 +11,7 @@ The cache therefore holds at most ``entries`` folders plus one per reader in fli
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -95,12 +96,13 @@ class ReadCache:
             try:
                 os.rename(tmp, entry)
                 break
-            except OSError:
+            except OSError as err:
                 os.close(fd)
                 shutil.rmtree(tmp, ignore_errors=True)
-                if not entry.exists():
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
-                # a concurrent reader renamed the same entry in place first: pin that one
+                # a concurrent reader renamed the same entry in place first: pin that one, or, if
+                # it was evicted meanwhile, fill it again (checking exists() here raced with that)
         copy = LocalCopy(entry, fd)
         self.prune()
         return copy
