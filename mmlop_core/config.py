@@ -54,14 +54,11 @@ class KLReduction(str, Enum):
 class LSCLScale(str, Enum):
     """How LSCL's feature-consistency weights meet the backbone (docs/METHOD.md section 3, [recon]).
 
-    PromptSRC chose lambda_text = 25 and lambda_image = 10 on CLIP ViT-B/16, whose learned logit
-    scale s is 100 and whose features have D = 512 dimensions. Against the cross-entropy, whose
-    gradient grows with s, an L1 mean over D-dimensional unit vectors pulls with a gradient of norm
-    proportional to 1 / sqrt(D); ``backbone`` multiplies both weights by (s / 100) * sqrt(D / 512)
-    so that they weigh against CE as they do on ViT-B/16 (factor 1.00 there, 0.075 on
-    ``mmlop-tiny``: s = 14.93, D = 128). The KL term is left as written (scaling it too lowered
-    base accuracy below zero-shot on mmlop-tiny). The default is ``none``: on mmlop-tiny
-    ``backbone`` lifts base accuracy but makes novel accuracy collapse on some seeds
+    ``backbone`` multiplies lambda_text and lambda_image by
+    :func:`mmlop_core.losses.feature_weight_scale` (s / 100) * sqrt(D / 512), which keeps their
+    pull against CE what it is on CLIP ViT-B/16, where PromptSRC chose them (x 1.00003 there,
+    x 0.0747 on ``mmlop-tiny``). The default ``none`` uses the weights as written: on mmlop-tiny
+    ``backbone`` lifts base accuracy but novel accuracy collapses on some seeds
     (docs/TINY_EVAL.md, "Calibrating the consistency weights"), so the harness must settle it.
     """
 

@@ -344,7 +344,7 @@ class _FitLoop:
         return self.metrics, drift
 
     def _prepare(self, rgb: list[Image.Image], targets: torch.Tensor) -> None:
-        """Augmentation, SGD on the prompt factors only, fp16 loss scaler (CUDA + fp16 only)."""
+        """Augmentation, SGD on the prompt factors only, fp16 loss scaler (CUDA + fp16 only), LSCL feature weights."""
         backbone, train, device = self.backbone, self.train, self.backbone.device
         self.augment = BatchAugment(rgb, backbone.preprocess, backbone.image_size, train.crop_scale_min,
                                     train.augment, device, crop_small=train.crop_small_photos)
