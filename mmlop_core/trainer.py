@@ -156,15 +156,17 @@ def train_adapter(backbone: Backbone, images: Sequence[Image.Image], labels: Seq
 
     Raises:
         DataError: inconsistent images/labels/class names.
-        ConfigError: a depth beyond the backbone's blocks.
+        ConfigError: a depth beyond the backbone's blocks, or a field of `config`/`train` set to a bad
+            value after construction (both are validated again here, on copies).
         TrainingCanceled: a callback's ``should_stop()`` returned True (polled after every step
             and before every validation batch too).
         TimeBudgetExceeded: `max_seconds` ran out before step 1 (checked between the text
             feature chunks and once after them).
     """
     started = time.perf_counter()
-    config = config or AdapterConfig()
-    train = train or TrainConfig()
+    # copies, validated again: a field set after construction (config.lscl_scale = "backbone") skipped the checks
+    config = replace(config) if config is not None else AdapterConfig()
+    train = replace(train) if train is not None else TrainConfig()
     class_names = [n.strip() for n in class_names]
     _validate(images, labels, class_names)
     check_names_read_apart(backbone, class_names)

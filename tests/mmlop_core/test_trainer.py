@@ -6,6 +6,7 @@ import torch
 from utils.core import SlowSteps, fashion, quick_adapter, tiny_backbone
 
 import mmlop_core as m
+from mmlop_core.config import LSCLScale
 from mmlop_core.errors import TimeBudgetExceeded
 
 
@@ -146,3 +147,21 @@ def test_crop_small_photos_reaches_the_augmentation(crop_small_photos):
 
     same = all(torch.equal(a, b) for a, b in zip(prompts(0.08), prompts(0.9)))
     assert same == (not crop_small_photos)
+
+
+def test_a_config_changed_after_construction_is_validated_again_by_train_adapter():
+    """A fresh user set ``config.lscl_scale = "backbone"`` after construction: it skipped the
+    checks and crashed deep in the trainer (AttributeError); a bad value trained silently."""
+    images, labels, names = fashion("train")
+    keep = [i for i, y in enumerate(labels) if y < 2][:8]
+    args = (tiny_backbone(), [images[i] for i in keep], [labels[i] for i in keep], names[:2])
+    train = m.TrainConfig(shots=2, epochs=1, max_steps=1)
+    config = m.AdapterConfig()
+    config.lscl_scale = "backbone"
+    assert m.train_adapter(*args, config, train).config.lscl_scale is LSCLScale.BACKBONE
+    config.kl_reduction = "sometimes"
+    with pytest.raises(m.ConfigError, match="kl_reduction"):
+        m.train_adapter(*args, config, train)
+    train.crop_small_photos = "yes"
+    with pytest.raises(m.ConfigError, match="crop_small_photos"):
+        m.train_adapter(*args, m.AdapterConfig(), train)
