@@ -57,7 +57,7 @@ class LSCLScale(str, Enum):
     ``backbone`` multiplies lambda_text and lambda_image by
     :func:`mmlop_core.losses.feature_weight_scale` (s / 100) * sqrt(D / 512), which keeps their
     pull against CE what it is on CLIP ViT-B/16, where PromptSRC chose them (x 1.00003 there,
-    x 0.0747 on ``mmlop-tiny``). The default ``none`` uses the weights as written: on mmlop-tiny
+    x 0.0746 on ``mmlop-tiny``). The default ``none`` uses the weights as written: on mmlop-tiny
     ``backbone`` lifts base accuracy but novel accuracy collapses on some seeds
     (docs/TINY_EVAL.md, "Calibrating the consistency weights"), so the harness must settle it.
     """
@@ -273,7 +273,7 @@ class TrainConfig(_DictMixin):
     seed: int = 1  # seeds sampling, init, augmentation and shuffling
     augment: bool = True  # random-resized-crop + horizontal flip
     crop_scale_min: float = 0.08  # lower bound of the random-resized-crop area fraction
-    crop_small_photos: bool = True  # False: photos smaller than the input are flipped, never cropped
+    crop_small_photos: bool = True  # False: photos smaller than the input: eval view + flip only
     precision: Precision = Precision.AUTO  # autocast dtype on CUDA (CPU always runs fp32)
     max_steps: int | None = None  # stop after this many optimizer steps (budget)
     max_seconds: float | None = None  # stop after this many seconds of training (budget)
