@@ -222,6 +222,7 @@ def pretrain_tiny(out: Path = typer.Option(..., "--out", help="fp16 .safetensors
                   label_rate: float = typer.Option(0.3, help="share of captions using a label word"),
                   loose_rate: float = typer.Option(0.5, help="of those, the share using a neighbouring class's word"),
                   generic_rate: float = typer.Option(0.1, help="share of captions naming the group, not the class"),
+                  logit_scale_lr_mult: float = typer.Option(100.0, help="the logit scale's learning rate over the others'"),
                   data_dir: Path = typer.Option(Path("/usr/share/datasets/fashion-mnist"),
                                                 help="Fashion-MNIST IDX folder (Debian dataset-fashion-mnist)")) -> None:
     """Pretrain the tiny CLIP (mmlop-tiny) on Fashion-MNIST's train split; print its metrics as JSON."""
@@ -230,7 +231,7 @@ def pretrain_tiny(out: Path = typer.Option(..., "--out", help="fp16 .safetensors
     config = PretrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, threads=threads,
                             max_steps=max_steps, holdout=holdout, max_photos=max_photos,
                             eval_every=eval_every, label_rate=label_rate, generic_rate=generic_rate,
-                            loose_rate=loose_rate)
+                            loose_rate=loose_rate, logit_scale_lr_mult=logit_scale_lr_mult)
     bar = _Progress(unit="step")
     try:
         metrics = run(out, config, data_dir, on_progress=lambda p: bar.update(p.step, p.steps, loss=f"{p.loss:.3f}",

@@ -57,9 +57,9 @@ class LSCLScale(str, Enum):
     ``backbone`` multiplies lambda_text and lambda_image by
     :func:`mmlop_core.losses.feature_weight_scale` (s / 100) * sqrt(D / 512), which keeps their
     pull against CE what it is on CLIP ViT-B/16, where PromptSRC chose them (x 1.00003 there,
-    x 0.0746 on ``mmlop-tiny``). The default ``none`` uses the weights as written: on mmlop-tiny
-    ``backbone`` lifts base accuracy but novel accuracy collapses on some seeds
-    (docs/TINY_EVAL.md, "Calibrating the consistency weights"), so the harness must settle it.
+    x 0.1179 on ``mmlop-tiny``/``fmnist``). The default ``none`` uses the weights as written: on
+    the first tiny backbone ``backbone`` lifted base accuracy but novel accuracy collapsed on some
+    seeds (docs/TINY_EVAL.md, "Calibrating the consistency weights"), so the harness must settle it.
     """
 
     BACKBONE = "backbone"  # lambda_text, lambda_image x (s / 100) x sqrt(D / 512)

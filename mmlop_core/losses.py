@@ -48,8 +48,8 @@ def feature_weight_scale(logit_scale: float, dim: int) -> float:
         dim: D, the width of the joint embedding, >= 1.
 
     Returns:
-        A positive float: 1.0 at s = 100 and D = 512 (OpenAI's ViT-B/16: 1.00003), 0.0746 for
-        ``mmlop-tiny``/``fmnist`` (s = 14.926, D = 128).
+        A positive float: 1.0 at s = 100 and D = 512 (OpenAI's ViT-B/16: 1.00003), 0.1179 for
+        ``mmlop-tiny``/``fmnist`` (s = 23.574, D = 128).
     """
     return (float(logit_scale) / REFERENCE_LOGIT_SCALE) * math.sqrt(dim / REFERENCE_DIM)
 

@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     """Settings of :func:`pretrain_tiny` (defaults = the shipped `fmnist` weights).
 
+    The logit scale is learned as in CLIP, with `logit_scale_lr_mult` times the others' learning
+    rate: AdamW moves a parameter by about one learning rate per step, so in this 339-step
+    schedule the log-scale could move at most ~0.3 at lr 1e-3 and stayed at its initial 14.3 (the
+    first shipped weights ended at 14.9, an artefact of the schedule, not a learned value). At 100x
+    it settles where the contrastive loss puts it (23.6 for the shipped weights; MODEL_CARD_TINY.md).
+
     Raises:
         ConfigError: a value out of range.
     """
@@ -67,6 +73,7 @@ class PretrainConfig:
     generic_rate: float = 0.1  # share naming the photo's group ("a photo of a shoe."); the rest use a synonym
     eval_every: int = 0  # log the holdout zero-shot accuracy every N steps (0 = only at the end)
     init_logit_scale: float = 1 / 0.07  # initial exp(logit_scale) (CLIP's); learned, clamped at 100
+    logit_scale_lr_mult: float = 100.0  # the logit scale's learning rate over the others' (see below)
 
     def __post_init__(self) -> None:
         checks = (("epochs", self.epochs, 0.01, 1000), ("batch_size", self.batch_size, 2, 65536),
@@ -75,7 +82,8 @@ class PretrainConfig:
                   ("seed", self.seed, 0, 2**31 - 1), ("threads", self.threads, 0, 1024),
                   ("label_rate", self.label_rate, 0.0, 1.0), ("loose_rate", self.loose_rate, 0.0, 1.0),
                   ("generic_rate", self.generic_rate, 0.0, 1.0), ("eval_every", self.eval_every, 0, 10**7),
-                  ("init_logit_scale", self.init_logit_scale, 1.0, 100.0))
+                  ("init_logit_scale", self.init_logit_scale, 1.0, 100.0),
+                  ("logit_scale_lr_mult", self.logit_scale_lr_mult, 0.0, 1000.0))
         for name, value, lo, hi in checks:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
                 raise ConfigError(f"{name}={value!r} is out of range; allowed {lo} to {hi}")
@@ -161,14 +169,18 @@ def normalize_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on matrices only (open_clip_train's `exclude` rule)."""
+def _param_groups(model: torch.nn.Module, weight_decay: float, logit_scale_lr_mult: float = 1.0) -> list[dict]:
+    """AdamW groups: decay on matrices only (open_clip_train's `exclude` rule); the logit scale alone,
+    its learning rate `logit_scale_lr_mult` times the others' (key ``lr_mult``)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        excluded = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name \
-            or "embedding" in name
+        if name == "logit_scale":
+            continue
+        excluded = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "embedding" in name
         (no_decay if excluded else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
+            {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0},
+            {"params": [model.logit_scale], "weight_decay": 0.0, "lr_mult": logit_scale_lr_mult}]
 
 
 def _lr(step: int, steps: int, config: PretrainConfig) -> float:
@@ -257,7 +269,7 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, data_di
     if config.max_steps is not None:
         steps = min(steps, config.max_steps)
     templates = ensemble_templates("a photo of a {}.", True)  # the 60-template zero-shot check
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.logit_scale_lr_mult), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = ClipLoss()
     model.train()
     start, step, loss = time.perf_counter(), 0, float("nan")
@@ -268,7 +280,7 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, data_di
                 break
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = _lr(step, steps, config)
+                group["lr"] = _lr(step, steps, config) * group["lr_mult"]
             image_features = F.normalize(encode_image(model, normalize_pixels(data.pixels[idx], mean, std)), dim=-1)
             text_features = F.normalize(encode_text(model, data.caption_tokens(idx, gen)), dim=-1)
             total = loss_fn(image_features, text_features, model.logit_scale.exp())

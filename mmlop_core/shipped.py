@@ -25,7 +25,7 @@ class ShippedWeights:
 
 
 SHIPPED: dict[tuple[str, str], ShippedWeights] = {
-    ("mmlop-tiny", "fmnist"): ShippedWeights("mmlop-tiny-fmnist.safetensors", "99d78947c22603c5926b89d4c26363d4afec4de9c6b2054e7870ed5d2d276253"),
+    ("mmlop-tiny", "fmnist"): ShippedWeights("mmlop-tiny-fmnist.safetensors", "2bed94eef5e41348a1660bef84e7da82e3ada30621b8dc194df0137d2b6b727c"),
 }
 
 

@@ -53,6 +53,24 @@ def test_the_test_split_is_never_read(tmp_path: Path, monkeypatch: pytest.Monkey
     pretrain_tiny(tmp_path / "w.safetensors", PretrainConfig(max_steps=1, batch_size=8, holdout=10, max_photos=16))
 
 
+def test_the_logit_scale_learns_at_its_own_rate(tmp_path: Path):
+    """At 1x AdamW moves the log-scale ~lr per step (nothing shows in 5 warm-up steps, fp16); at the
+    default 100x it moves visibly, so the temperature is learned within the short schedule."""
+    def log_scale(mult: str) -> float:
+        out = tmp_path / f"x{mult}.safetensors"
+        result = CliRunner().invoke(app, ["pretrain-tiny", "--out", str(out), *SMOKE[2:], "--max-steps", "5",
+                                          "--logit-scale-lr-mult", mult])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert json.loads(result.output.strip().splitlines()[-1])["config"]["logit_scale_lr_mult"] == float(mult)
+        with safe_open(str(out), "pt") as f:
+            return float(f.get_tensor("logit_scale"))
+
+    start = torch.tensor(PretrainConfig().init_logit_scale).log().half().item()
+    assert PretrainConfig().logit_scale_lr_mult == 100.0
+    assert log_scale("1") == pytest.approx(start, abs=2e-3)
+    assert abs(log_scale("100") - start) > 5e-3
+
+
 def test_captions_describe_each_photo_domain():
     for domain in fmnist.PRETRAIN_DOMAINS:
         captions = fmnist.DOMAIN_CAPTIONS[domain]
@@ -65,6 +83,7 @@ def test_captions_describe_each_photo_domain():
     (["--epochs", "0"], "epochs=0.0 is out of range"),
     (["--batch-size", "1"], "error: Invalid value for '--batch-size'"),  # bounded where it is parsed
     (["--data-dir", "/nonexistent"], "dataset-fashion-mnist"),
+    (["--logit-scale-lr-mult", "-1"], "logit_scale_lr_mult=-1.0 is out of range"),
 ])
 def test_bad_options_are_one_line(tmp_path: Path, args, fragment):
     result = CliRunner().invoke(app, ["pretrain-tiny", "--out", str(tmp_path / "w.safetensors"), *args])

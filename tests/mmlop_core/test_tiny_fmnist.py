@@ -4,11 +4,9 @@ The backbone was pretrained here on Fashion-MNIST's train split only; these test
 10,000 test photos (Debian's dataset-fashion-mnist, installed by ``make test``):
 - its zero-shot top-1 with the 60-template ensemble lies in [0.55, 0.85];
 - the default ``mmlop`` preset with the paper's default settings (16 shots, 20 epochs, seed 1)
-  raises base-class accuracy over zero-shot, and LSCL keeps novel-class accuracy >= 3 points
-  above the same preset without it;
-- of the issue's bar, novel within 3 points of zero-shot and HM above zero-shot's hold and are
-  asserted; base +5 points is a strict xfail: it is not met on this backbone (docs/TINY_EVAL.md
-  says what was tried), and the test fails once it is.
+  meets issue 9's bar: base-class accuracy >= zero-shot + 5 points, novel-class accuracy within
+  3 points of zero-shot, HM above zero-shot's; and LSCL keeps novel-class accuracy above the same
+  preset without it (docs/TINY_EVAL.md has the 3-seed figures, where novel is less stable).
 """
 from __future__ import annotations
 
@@ -92,23 +90,21 @@ def base2novel(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_default_mmlop_gains_on_base_and_lscl_keeps_novel(base2novel):
-    zs, mm, nolscl = base2novel["zeroshot"], base2novel["mmlop"], base2novel["mmlop-nolscl"]
-    assert mm["base"] > zs["base"], base2novel  # it learns from the shots
-    assert mm["novel"] >= nolscl["novel"] + 3, base2novel  # LSCL keeps zero-shot knowledge of unseen classes
+def test_default_mmlop_raises_base_accuracy_by_5_points(base2novel):
+    """Issue 9 item 4: base >= zero-shot + 5 points (measured 77.0 against 69.5)."""
+    zs, mm = base2novel["zeroshot"], base2novel["mmlop"]
+    assert mm["base"] >= zs["base"] + 5, base2novel
 
 
 @pytest.mark.slow
 def test_default_mmlop_keeps_novel_within_3_points_and_beats_zero_shot_hm(base2novel):
-    """Issue 9 item 4, the two conditions that hold: novel >= zero-shot - 3, HM > zero-shot's."""
+    """Issue 9 item 4: novel >= zero-shot - 3 and HM > zero-shot's (measured 78.4 vs 78.0, 77.7 vs 73.5)."""
     zs, mm = base2novel["zeroshot"], base2novel["mmlop"]
     assert mm["novel"] >= zs["novel"] - 3 and mm["hm"] > zs["hm"], base2novel
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4's base bar is not met on this backbone: measured base +2.7 "
-                                       "(75.6 vs 72.9); docs/TINY_EVAL.md says what was tried; strict, so it fails "
-                                       "loudly once it holds")
-def test_issue_9_bar_base_plus_5(base2novel):
-    zs, mm = base2novel["zeroshot"], base2novel["mmlop"]
-    assert mm["base"] >= zs["base"] + 5, base2novel
+def test_lscl_keeps_novel_accuracy_above_the_preset_without_it(base2novel):
+    """The consistency loss keeps zero-shot knowledge of unseen classes (measured 78.4 vs 73.7 without)."""
+    mm, nolscl = base2novel["mmlop"], base2novel["mmlop-nolscl"]
+    assert mm["novel"] >= nolscl["novel"] + 3, base2novel
