@@ -1,7 +1,8 @@
 # Developer and CI entry points. See README Quickstart.
 #   make venv   create .venv (python3.11) and `pip install -e '.[dev]'` (skipped when up to date)
 #   make run    migrate the embedded SQLite db, run API (127.0.0.1:$MMLOP_PORT) + one Celery worker
-#   make test   start PostgreSQL/Redis if needed, then pytest over tests/ (or PYTEST_ARGS' paths)
+#   make test   start PostgreSQL/Redis if needed, then pytest over tests/ (or PYTEST_ARGS' paths),
+#               in PYTEST_WORKERS (2) pytest-xdist processes, one test file per process at a time
 #   make bench  run every runnable benchmarks/<name>.py as `python -m benchmarks.<name>`
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,6 +15,10 @@ VPY := $(VENV)/bin/python
 # replace tests/; without one, pytest's testpaths (pyproject.toml) is tests/.
 PYTEST_ARGS ?=
 PYTEST_TIMEOUT ?= 1800
+# pytest-xdist worker processes (0 = one process, no xdist). Each worker and what it starts uses one
+# torch thread (tests/conftest.py), so 2 fill the 2 cores of our CI machines without oversubscribing.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 # The install is redone when pyproject.toml changes or a top-level package appears/disappears
 # (an editable install maps only the packages that existed when it ran).
@@ -45,7 +50,7 @@ services:
 	scripts/ci_services.sh
 
 test: venv services
-	@rc=0; "$(VPY)" -m pytest --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; "$(VPY)" -m pytest --timeout=$(PYTEST_TIMEOUT) $(XDIST) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ] && [ -z "$$(find tests -name 'test_*.py' -o -name '*_test.py' | head -n1)" ]; then \
 		echo "no tests in tests/ yet"; rc=0; \
 	fi; \

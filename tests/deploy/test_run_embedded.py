@@ -246,6 +246,18 @@ def test_make_test_runs_only_the_given_file():
     assert "-m 'not slow'" in dry and not dry.rstrip().split("||")[0].rstrip().endswith(" tests")
 
 
+def test_make_test_runs_in_two_xdist_workers_unless_told_otherwise():
+    """`make test` spreads the files over 2 pytest-xdist workers; PYTEST_WORKERS=0 runs one process."""
+    def dry(*args: str) -> str:
+        out = subprocess.run(["make", "-n", "-o", "venv", "-o", "services", "test", *args], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout
+        return next(line for line in out.splitlines() if " -m pytest " in line)
+
+    assert " -n 2 --dist loadfile " in dry()
+    assert " -n 3 --dist loadfile " in dry("PYTEST_WORKERS=3")
+    assert " -n " not in dry("PYTEST_WORKERS=0") and "--dist" not in dry("PYTEST_WORKERS=0")
+
+
 def test_make_run_calls_the_supervisor_with_the_venv_python():
     out = subprocess.run(["make", "-n", "-o", "venv", "run"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "scripts/run_embedded.sh" in out
