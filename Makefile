@@ -3,6 +3,7 @@
 #   make run    migrate the embedded SQLite db, run API (127.0.0.1:$MMLOP_PORT) + one Celery worker
 #   make test   start PostgreSQL/Redis if needed, then pytest over tests/ (or PYTEST_ARGS' paths),
 #               in PYTEST_WORKERS (2) pytest-xdist processes, one test file per process at a time
+#               (PYTEST_WORKERS=0: one process, as --pdb or -p no:xdist in PYTEST_ARGS need)
 #   make bench  run every runnable benchmarks/<name>.py as `python -m benchmarks.<name>`
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,7 +19,7 @@ PYTEST_TIMEOUT ?= 1800
 # pytest-xdist worker processes (0 = one process, no xdist). Each worker and what it starts uses one
 # torch thread (tests/conftest.py), so 2 fill the 2 cores of our CI machines without oversubscribing.
 PYTEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+XDIST := $(if $(filter-out 0,$(strip $(PYTEST_WORKERS))),-n $(strip $(PYTEST_WORKERS)) --dist loadfile,)
 
 # The install is redone when pyproject.toml changes or a top-level package appears/disappears
 # (an editable install maps only the packages that existed when it ran).

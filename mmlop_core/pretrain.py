@@ -44,18 +44,26 @@ from .templates import ensemble_templates
 log = logging.getLogger(__name__)
 
 
+def _short(value: object) -> str:
+    """repr of a bad value for a one-line message, at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 @dataclass
 class PretrainConfig:
     """Settings of :func:`pretrain_tiny` (defaults = the shipped `fmnist` weights).
 
     The logit scale is learned as in CLIP, with `logit_scale_lr_mult` times the others' learning
     rate: AdamW moves a parameter by about one learning rate per step, so in this 339-step
-    schedule the log-scale could move at most ~0.3 at lr 1e-3 and stayed at its initial 14.3 (the
-    first shipped weights ended at 14.9, an artefact of the schedule, not a learned value). At 100x
-    it settles where the contrastive loss puts it (23.6 for the shipped weights; MODEL_CARD_TINY.md).
+    schedule the log-scale could move at most ~0.3 at lr 1e-3: the first shipped weights ended at
+    14.9, barely above the initial 14.3, an artefact of the schedule rather than a learned value.
+    At 100x it settles where the contrastive loss puts it (23.57 for the shipped weights;
+    MODEL_CARD_TINY.md). Float fields given as ints are stored as floats, so the weights' metadata
+    reads the same from the CLI and from Python.
 
     Raises:
-        ConfigError: a value out of range.
+        ConfigError: a value that is not a number, or out of range.
     """
 
     epochs: float = 1.5  # passes over the training photos (fractions allowed)
@@ -73,7 +81,7 @@ class PretrainConfig:
     generic_rate: float = 0.1  # share naming the photo's group ("a photo of a shoe."); the rest use a synonym
     eval_every: int = 0  # log the holdout zero-shot accuracy every N steps (0 = only at the end)
     init_logit_scale: float = 1 / 0.07  # initial exp(logit_scale) (CLIP's); learned, clamped at 100
-    logit_scale_lr_mult: float = 100.0  # the logit scale's learning rate over the others' (see below)
+    logit_scale_lr_mult: float = 100.0  # the logit scale's learning rate over the others' (class docstring)
 
     def __post_init__(self) -> None:
         checks = (("epochs", self.epochs, 0.01, 1000), ("batch_size", self.batch_size, 2, 65536),
@@ -85,8 +93,14 @@ class PretrainConfig:
                   ("init_logit_scale", self.init_logit_scale, 1.0, 100.0),
                   ("logit_scale_lr_mult", self.logit_scale_lr_mult, 0.0, 1000.0))
         for name, value, lo, hi in checks:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-                raise ConfigError(f"{name}={value!r} is out of range; allowed {lo} to {hi}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name}={_short(value)} must be a number")
+            if isinstance(lo, int) and isinstance(hi, int) and not isinstance(value, int):
+                raise ConfigError(f"{name}={_short(value)} must be an integer")
+            if not lo <= value <= hi:
+                raise ConfigError(f"{name}={_short(value)} is out of range; allowed {lo} to {hi}")
+            if isinstance(lo, float) or isinstance(hi, float):
+                setattr(self, name, float(value))
         for name in ("max_steps", "max_photos"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -235,7 +249,8 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, data_di
 
     Returns:
         Metrics (JSON-serialisable): steps, seconds, pairs_per_s, final_loss, holdout zero-shot
-        accuracy with the 60-template ensemble, file bytes and sha256, and the config.
+        accuracy with the 60-template ensemble, the learned logit scale (exp, fp32 before the fp16
+        cast), file bytes and sha256, and the config.
 
     Raises:
         DataError: the Fashion-MNIST files are missing or malformed.
@@ -318,7 +333,8 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, data_di
             "pairs_per_s": round(step * config.batch_size / max(seconds, 1e-9), 1), "final_loss": loss,
             "holdout_zero_shot_top1": held_acc, "holdout_photos": int(len(held_y)),
             "domains": data.domain_counts, "file": str(out), "bytes": out.stat().st_size, "sha256": digest,
-            "config": asdict(config), "threads": torch.get_num_threads()}
+            "config": asdict(config), "threads": torch.get_num_threads(),
+            "logit_scale": round(float(model.logit_scale.detach().exp()), 4)}
 
 
 __all__ = ["PretrainConfig", "PretrainProgress", "pretrain_tiny", "zero_shot_accuracy", "normalize_pixels"]

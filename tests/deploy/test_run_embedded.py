@@ -255,7 +255,8 @@ def test_make_test_runs_in_two_xdist_workers_unless_told_otherwise():
 
     assert " -n 2 --dist loadfile " in dry()
     assert " -n 3 --dist loadfile " in dry("PYTEST_WORKERS=3")
-    assert " -n " not in dry("PYTEST_WORKERS=0") and "--dist" not in dry("PYTEST_WORKERS=0")
+    for off in ("PYTEST_WORKERS=0", "PYTEST_WORKERS=", "PYTEST_WORKERS= 0 "):
+        assert " -n " not in dry(off) and "--dist" not in dry(off), off
 
 
 def test_make_run_calls_the_supervisor_with_the_venv_python():

@@ -27,6 +27,7 @@ def test_smoke_writes_fp16_weights_that_load_as_the_tiny_backbone(tmp_path: Path
     metrics = _pretrain(tmp_path / "w.safetensors")
     assert metrics["steps"] == 2 and metrics["model"] == "mmlop-tiny" and 0 <= metrics["holdout_zero_shot_top1"] <= 1
     assert metrics["holdout_photos"] == 40 and metrics["config"]["seed"] == 0
+    assert metrics["logit_scale"] > 14.0  # the learned temperature, from CLIP's initial 14.29
     with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
         keys = list(f.keys())
         assert {f.get_tensor(k).dtype for k in keys} == {torch.float16}
@@ -69,6 +70,27 @@ def test_the_logit_scale_learns_at_its_own_rate(tmp_path: Path):
     assert PretrainConfig().logit_scale_lr_mult == 100.0
     assert log_scale("1") == pytest.approx(start, abs=2e-3)
     assert abs(log_scale("100") - start) > 5e-3
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("logit_scale_lr_mult", "abc", "logit_scale_lr_mult='abc' must be a number"),
+    ("lr", None, "lr=None must be a number"),
+    ("logit_scale_lr_mult", 10**400, "logit_scale_lr_mult=1000000000000000000000000000000000000... is out of range"),
+    ("batch_size", 16.5, "batch_size=16.5 must be an integer"),
+    ("holdout", 40.0, "holdout=40.0 must be an integer"),
+])
+def test_bad_config_values_name_the_field_in_one_short_line(field, value, message):
+    with pytest.raises(m.ConfigError) as info:
+        PretrainConfig(**{field: value})
+    assert str(info.value).startswith(message) and len(str(info.value)) < 120 and "\n" not in str(info.value)
+
+
+def test_float_fields_given_as_ints_are_stored_as_floats():
+    """The weights' metadata then reads the same from Python (100) and from the CLI (100.0)."""
+    config = PretrainConfig(logit_scale_lr_mult=100, epochs=2, lr=1)
+    assert (config.logit_scale_lr_mult, config.epochs, config.lr) == (100.0, 2.0, 1.0)
+    assert all(type(v) is float for v in (config.logit_scale_lr_mult, config.epochs, config.lr))
+    assert type(config.batch_size) is int
 
 
 def test_captions_describe_each_photo_domain():
