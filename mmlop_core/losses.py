@@ -41,7 +41,7 @@ def feature_weight_scale(logit_scale: float, dim: int) -> float:
     sqrt(D) / (N * D) = 1 / (N * sqrt(D)). Multiplying the weights by this factor keeps their pull
     against CE what it is on CLIP ViT-B/16 (s = 100, D = 512), where PromptSRC set 25 and 10
     (docs/METHOD.md section 3, [recon]; evidence in docs/TINY_EVAL.md). The KL term is not scaled:
-    scaling it by 100 / s as well lowered base accuracy below zero-shot on mmlop-tiny.
+    scaling it by 100 / s as well lowered base accuracy below zero-shot on the first mmlop-tiny weights.
 
     Args:
         logit_scale: s, the backbone's exp(logit_scale), > 0.

@@ -58,7 +58,7 @@ class PretrainConfig:
     rate: AdamW moves a parameter by about one learning rate per step, so in this 339-step
     schedule the log-scale could move at most ~0.3 at lr 1e-3: the first shipped weights ended at
     14.9, barely above the initial 14.3, an artefact of the schedule rather than a learned value.
-    At 100x it settles where the contrastive loss puts it (23.57 for the shipped weights;
+    At 100x it moves freely and ends at 23.57 for the shipped weights (trajectory not recorded;
     MODEL_CARD_TINY.md). Float fields given as ints are stored as floats, so the weights' metadata
     reads the same from the CLI and from Python.
 

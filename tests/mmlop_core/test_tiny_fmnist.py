@@ -1,12 +1,14 @@
 """Evidence on the shipped tiny CLIP (``mmlop-tiny``/``fmnist``, issue 9 items 2 and 4).
 
-The backbone was pretrained here on Fashion-MNIST's train split only; these tests score it on the
-10,000 test photos (Debian's dataset-fashion-mnist, installed by ``make test``):
+The backbone was pretrained here on Fashion-MNIST's train split only; these tests score it on
+Fashion-MNIST's test photos (Debian's dataset-fashion-mnist, installed by ``make test``): all
+10,000 for zero-shot, the first 200 of each class for base-to-novel:
 - its zero-shot top-1 with the 60-template ensemble lies in [0.55, 0.85];
 - the default ``mmlop`` preset with the paper's default settings (16 shots, 20 epochs, seed 1)
   meets issue 9's bar: base-class accuracy >= zero-shot + 5 points, novel-class accuracy within
   3 points of zero-shot, HM above zero-shot's; and LSCL keeps novel-class accuracy above the same
-  preset without it (docs/TINY_EVAL.md has the 3-seed figures, where novel is less stable).
+  preset without it, on that seed (docs/TINY_EVAL.md has the 3-seed figures: base holds on every
+  seed, novel does not, and on the 3-seed mean the preset without LSCL keeps more novel accuracy).
 """
 from __future__ import annotations
 
@@ -105,6 +107,6 @@ def test_default_mmlop_keeps_novel_within_3_points_and_beats_zero_shot_hm(base2n
 
 @pytest.mark.slow
 def test_lscl_keeps_novel_accuracy_above_the_preset_without_it(base2novel):
-    """The consistency loss keeps zero-shot knowledge of unseen classes (measured 78.4 vs 73.7 without)."""
+    """On this seed LSCL keeps novel accuracy 4.7 points above the preset without it (78.4 vs 73.7)."""
     mm, nolscl = base2novel["mmlop"], base2novel["mmlop-nolscl"]
     assert mm["novel"] >= nolscl["novel"] + 3, base2novel
