@@ -13,7 +13,7 @@ from enum import Enum
 from string import Formatter
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 
 
 class ShareU(str, Enum):
@@ -80,17 +80,17 @@ def _enum(cls: type[Enum], value: Any, name: str) -> Enum:
         return cls(value)
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in cls)
-        raise ConfigError(f"{name}={value!r} is not valid; use one of {allowed}") from None
+        raise ConfigError(f"{name}={short_repr(value)} is not valid; use one of {allowed}") from None
 
 
 def _check_type(name: str, value: Any, types: tuple[type, ...], optional: bool = False) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) and bool not in types:
-        raise ConfigError(f"{name}={value!r} must be a number, not a boolean")
+        raise ConfigError(f"{name}={short_repr(value)} must be a number, not a boolean")
     if not isinstance(value, types):
         wanted = " or ".join(t.__name__ for t in types) + (" or null" if optional else "")
-        raise ConfigError(f"{name}={value!r} must be of type {wanted}")
+        raise ConfigError(f"{name}={short_repr(value)} must be of type {wanted}")
 
 
 def _as_float(name: str, value: int | float) -> float:
@@ -98,7 +98,7 @@ def _as_float(name: str, value: int | float) -> float:
     try:
         return float(value)
     except OverflowError:
-        raise ConfigError(f"{name}={str(value)[:20]}... is out of range (too large for a float)") from None
+        raise ConfigError(f"{name}={short_repr(value)} is out of range (too large for a float)") from None
 
 
 def _check_text(name: str, value: str) -> None:
@@ -109,7 +109,7 @@ def _check_text(name: str, value: str) -> None:
 
 def _check_range(name: str, value: float | None, lo: float, hi: float) -> None:
     if value is not None and not lo <= value <= hi:
-        raise ConfigError(f"{name}={value!r} is out of range; allowed {lo} to {hi}")
+        raise ConfigError(f"{name}={short_repr(value)} is out of range; allowed {lo} to {hi}")
 
 
 class _DictMixin:

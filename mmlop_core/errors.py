@@ -7,6 +7,15 @@ Messages are a single line that names the offending field, file or value and say
 from __future__ import annotations
 
 
+def short_repr(value: object, limit: int = 40) -> str:
+    """``repr(value)`` for a one-line message, cut to `limit` characters (ending in "...").
+
+    A 401-digit integer or a megabyte of text in a bad setting must not become the message.
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class MMLoPError(Exception):
     """Base class of every error the library raises on purpose."""
 

@@ -38,16 +38,10 @@ from PIL import Image
 from . import fmnist
 from .backbone import TINY_MODEL
 from .encoders import encode_image, encode_text, trim_context
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 from .templates import ensemble_templates
 
 log = logging.getLogger(__name__)
-
-
-def _short(value: object) -> str:
-    """repr of a bad value for a one-line message, at most 40 characters."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass
@@ -94,17 +88,17 @@ class PretrainConfig:
                   ("logit_scale_lr_mult", self.logit_scale_lr_mult, 0.0, 1000.0))
         for name, value, lo, hi in checks:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name}={_short(value)} must be a number")
+                raise ConfigError(f"{name}={short_repr(value)} must be a number")
             if isinstance(lo, int) and isinstance(hi, int) and not isinstance(value, int):
-                raise ConfigError(f"{name}={_short(value)} must be an integer")
+                raise ConfigError(f"{name}={short_repr(value)} must be an integer")
             if not lo <= value <= hi:
-                raise ConfigError(f"{name}={_short(value)} is out of range; allowed {lo} to {hi}")
+                raise ConfigError(f"{name}={short_repr(value)} is out of range; allowed {lo} to {hi}")
             if isinstance(lo, float) or isinstance(hi, float):
                 setattr(self, name, float(value))
         for name in ("max_steps", "max_photos"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name}={value!r} must be a positive integer or None")
+                raise ConfigError(f"{name}={short_repr(value)} must be a positive integer or None")
 
 
 @dataclass

@@ -116,3 +116,17 @@ def test_integer_too_large_for_a_float_is_a_config_error(cls, data, fragment):
     # issue 12 A.4: float(10**400) raised OverflowError (an API 500), not a ConfigError naming the field
     with pytest.raises(ConfigError, match=fragment):
         cls.from_dict(data)
+
+
+@pytest.mark.parametrize("make, start", [
+    (lambda: TrainConfig(batch_size=10**400), "batch_size=1000000000000000000000000000000000000..."),
+    (lambda: TrainConfig(epochs=10**400), "epochs=1000000000000000000000000000000000000..."),
+    (lambda: AdapterConfig(lambda_text="x" * 1000), "lambda_text='xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..."),
+    (lambda: TrainConfig(shots=[0] * 500), "shots=[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ... must be of type int"),
+    (lambda: AdapterConfig(drift="x" * 1000), "drift='xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... is not valid"),
+])
+def test_a_huge_bad_value_is_cut_in_its_one_line_error(make, start):
+    """A 401-digit integer or a 1,000-character string is shown by its first 37 characters."""
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert str(info.value).startswith(start) and len(str(info.value)) < 120, str(info.value)[:300]
