@@ -25,7 +25,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,14 @@ from .errors import ConfigError, short_repr
 from .templates import ensemble_templates
 
 log = logging.getLogger(__name__)
+
+
+# Allowed range of each numeric PretrainConfig field; its annotation (int or float) gives its kind.
+_RANGES: dict[str, tuple[float, float]] = {
+    "epochs": (0.01, 1000), "batch_size": (2, 65536), "lr": (1e-7, 1.0), "weight_decay": (0.0, 10.0),
+    "warmup_steps": (0, 10**7), "holdout": (0, 59_000), "seed": (0, 2**31 - 1), "threads": (0, 1024),
+    "label_rate": (0.0, 1.0), "loose_rate": (0.0, 1.0), "generic_rate": (0.0, 1.0), "eval_every": (0, 10**7),
+    "init_logit_scale": (1.0, 100.0), "logit_scale_lr_mult": (0.0, 1000.0)}
 
 
 @dataclass
@@ -78,22 +86,16 @@ class PretrainConfig:
     logit_scale_lr_mult: float = 100.0  # the logit scale's learning rate over the others' (class docstring)
 
     def __post_init__(self) -> None:
-        checks = (("epochs", self.epochs, 0.01, 1000), ("batch_size", self.batch_size, 2, 65536),
-                  ("lr", self.lr, 1e-7, 1.0), ("weight_decay", self.weight_decay, 0.0, 10.0),
-                  ("warmup_steps", self.warmup_steps, 0, 10**7), ("holdout", self.holdout, 0, 59_000),
-                  ("seed", self.seed, 0, 2**31 - 1), ("threads", self.threads, 0, 1024),
-                  ("label_rate", self.label_rate, 0.0, 1.0), ("loose_rate", self.loose_rate, 0.0, 1.0),
-                  ("generic_rate", self.generic_rate, 0.0, 1.0), ("eval_every", self.eval_every, 0, 10**7),
-                  ("init_logit_scale", self.init_logit_scale, 1.0, 100.0),
-                  ("logit_scale_lr_mult", self.logit_scale_lr_mult, 0.0, 1000.0))
-        for name, value, lo, hi in checks:
+        kinds = {f.name: f.type for f in fields(self)}  # "int" or "float" (postponed annotations)
+        for name, (lo, hi) in _RANGES.items():
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{name}={short_repr(value)} must be a number")
-            if isinstance(lo, int) and isinstance(hi, int) and not isinstance(value, int):
+            if kinds[name] == "int" and not isinstance(value, int):
                 raise ConfigError(f"{name}={short_repr(value)} must be an integer")
             if not lo <= value <= hi:
                 raise ConfigError(f"{name}={short_repr(value)} is out of range; allowed {lo} to {hi}")
-            if isinstance(lo, float) or isinstance(hi, float):
+            if kinds[name] == "float":
                 setattr(self, name, float(value))
         for name in ("max_steps", "max_photos"):
             value = getattr(self, name)
@@ -177,7 +179,7 @@ def normalize_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float, logit_scale_lr_mult: float = 1.0) -> list[dict]:
+def _param_groups(model: torch.nn.Module, weight_decay: float, logit_scale_lr_mult: float) -> list[dict]:
     """AdamW groups: decay on matrices only (open_clip_train's `exclude` rule); the logit scale alone,
     its learning rate `logit_scale_lr_mult` times the others' (key ``lr_mult``)."""
     decay, no_decay = [], []
@@ -278,7 +280,8 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, data_di
     if config.max_steps is not None:
         steps = min(steps, config.max_steps)
     templates = ensemble_templates("a photo of a {}.", True)  # the 60-template zero-shot check
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.logit_scale_lr_mult), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    groups = _param_groups(model, config.weight_decay, config.logit_scale_lr_mult)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = ClipLoss()
     model.train()
     start, step, loss = time.perf_counter(), 0, float("nan")
